@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (see README).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: demo test test-slow install dev clean
+
+# The stamp is rebuilt when the package's requirements change.
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (mesh3d needs Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	# The local CPU build of torch first: a bare requirement would pull a multi-GB CUDA build.
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+dev: $(VENV)/.dev
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/mesh3d demo -o out/demo.glb
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q
+
+test-slow: $(VENV)/.dev
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) out

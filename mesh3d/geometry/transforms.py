@@ -1,0 +1,159 @@
+"""Rigid and affine transform helpers: quaternions, TRS matrices, decomposition.
+
+Written once in torch so that the same code serves numpy callers (loaders, exporters) and
+differentiable callers (retargeting). Functions accept numpy arrays or tensors and return the same
+kind they were given. Quaternions are ``(x, y, z, w)`` as in glTF; matrices are ``(..., 4, 4)``
+column-vector convention (``p' = M @ p``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+
+def numpy_compatible(fn):
+    """Let a torch function take and return numpy arrays (float64 kept as float64)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        is_np = any(isinstance(a, np.ndarray) for a in args)
+        if not is_np:
+            return fn(*args, **kwargs)
+        targs = [torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a for a in args]
+        out = fn(*targs, **kwargs)
+        if isinstance(out, tuple):
+            return tuple(o.detach().numpy() if isinstance(o, torch.Tensor) else o for o in out)
+        return out.detach().numpy() if isinstance(out, torch.Tensor) else out
+
+    return wrapper
+
+
+@numpy_compatible
+def quat_normalize(q):
+    """Unit quaternions ``(..., 4)``; a zero quaternion becomes the identity."""
+    n = torch.linalg.norm(q, dim=-1, keepdim=True)
+    ident = torch.zeros_like(q)
+    ident[..., 3] = 1.0
+    return torch.where(n > 1e-12, q / n.clamp_min(1e-12), ident)
+
+
+@numpy_compatible
+def quat_to_matrix(q):
+    """Rotation matrices ``(..., 3, 3)`` from quaternions ``(..., 4)`` (x, y, z, w)."""
+    q = quat_normalize(q)
+    x, y, z, w = q.unbind(-1)
+    m = torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+            2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+            2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    )
+    return m.reshape(q.shape[:-1] + (3, 3))
+
+
+@numpy_compatible
+def matrix_to_quat(m):
+    """Quaternions ``(..., 4)`` (x, y, z, w, with w >= 0) from rotation matrices ``(..., 3, 3)``."""
+    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+    # Pick the numerically safest of the four classic formulas per matrix.
+    cands = torch.stack(
+        [
+            torch.stack([1 + m00 - m11 - m22, m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] - m[..., 1, 2]], -1),
+            torch.stack([m[..., 0, 1] + m[..., 1, 0], 1 - m00 + m11 - m22, m[..., 1, 2] + m[..., 2, 1], m[..., 0, 2] - m[..., 2, 0]], -1),
+            torch.stack([m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 - m00 - m11 + m22, m[..., 1, 0] - m[..., 0, 1]], -1),
+            torch.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1], 1 + m00 + m11 + m22], -1),
+        ],
+        dim=-2,
+    )
+    diag = torch.stack([m00 - m11 - m22, m11 - m00 - m22, m22 - m00 - m11, m00 + m11 + m22], -1)
+    best = diag.argmax(-1)
+    q = torch.gather(cands, -2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
+    q = q / torch.linalg.norm(q, dim=-1, keepdim=True).clamp_min(1e-12)
+    return torch.where(q[..., 3:4] < 0, -q, q)
+
+
+@numpy_compatible
+def quat_multiply(a, b):
+    """Hamilton product ``a * b`` of quaternions ``(..., 4)`` (x, y, z, w)."""
+    ax, ay, az, aw = a.unbind(-1)
+    bx, by, bz, bw = b.unbind(-1)
+    return torch.stack(
+        [
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+            aw * bw - ax * bx - ay * by - az * bz,
+        ],
+        -1,
+    )
+
+
+@numpy_compatible
+def quat_slerp(a, b, t):
+    """Spherical interpolation between quaternions ``a`` and ``b`` ``(..., 4)`` at ``t`` ``(...)``."""
+    dot = (a * b).sum(-1, keepdim=True)
+    b = torch.where(dot < 0, -b, b)
+    dot = dot.abs().clamp(max=1.0)
+    t = t[..., None]
+    theta = torch.acos(dot)
+    sin = torch.sin(theta)
+    small = sin < 1e-6
+    wa = torch.where(small, 1 - t, torch.sin((1 - t) * theta) / sin.clamp_min(1e-12))
+    wb = torch.where(small, t, torch.sin(t * theta) / sin.clamp_min(1e-12))
+    return quat_normalize(wa * a + wb * b)
+
+
+@numpy_compatible
+def trs_to_matrix(translation, rotation, scale):
+    """``(..., 4, 4)`` matrices ``T @ R @ S`` from translation ``(..., 3)``, quaternion ``(..., 4)``,
+    scale ``(..., 3)`` (the glTF node convention)."""
+    r = quat_to_matrix(rotation) * scale[..., None, :]
+    top = torch.cat([r, translation[..., :, None]], -1)
+    bottom = torch.zeros(top.shape[:-2] + (1, 4), dtype=top.dtype)
+    bottom[..., 0, 3] = 1.0
+    return torch.cat([top, bottom], -2)
+
+
+@numpy_compatible
+def matrix_to_trs(m):
+    """Split affine matrices ``(..., 4, 4)`` into translation, quaternion and scale.
+
+    Exact for matrices without shear; a negative determinant is carried by a negative x scale.
+    """
+    t = m[..., :3, 3]
+    a = m[..., :3, :3]
+    s = torch.linalg.norm(a, dim=-2)
+    flip = torch.linalg.det(a) < 0
+    s = torch.where(flip[..., None] & (torch.arange(3) == 0), -s, s)
+    r = a / torch.where(s.abs() > 1e-12, s, torch.ones_like(s))[..., None, :]
+    return t, matrix_to_quat(r), s
+
+
+@numpy_compatible
+def translation_matrix(t):
+    """``(..., 4, 4)`` pure translations from ``(..., 3)``."""
+    m = torch.zeros(t.shape[:-1] + (4, 4), dtype=t.dtype)
+    m[..., 0, 0] = m[..., 1, 1] = m[..., 2, 2] = m[..., 3, 3] = 1.0
+    m[..., :3, 3] = t
+    return m
+
+
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotation (3x3) taking unit vector ``a`` to unit vector ``b``."""
+    a = a / np.linalg.norm(a)
+    b = b / np.linalg.norm(b)
+    v = np.cross(a, b)
+    c = float(np.dot(a, b))
+    if c < -1 + 1e-9:  # opposite: turn half way round any axis orthogonal to a
+        axis = np.cross(a, [1.0, 0.0, 0.0])
+        if np.linalg.norm(axis) < 1e-6:
+            axis = np.cross(a, [0.0, 0.0, 1.0])
+        axis /= np.linalg.norm(axis)
+        return 2 * np.outer(axis, axis) - np.eye(3)
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx / (1 + c)
