@@ -175,3 +175,17 @@ def test_timing_single_vs_batch():
     assert len(reports) == 20
     # One node start-up per call dominates small files: batching must be clearly cheaper per file.
     assert batch / len(paths) < single / 2
+
+
+@pytest.mark.slow
+@needs_corpus
+def test_whole_corpus():
+    """Every corpus file in one call (~7 s for 1,281 files); run with -s to see the time and verdicts."""
+    records = corpus.records()
+    t0 = time.perf_counter()
+    reports = validate_gltf([r.path for r in records], max_messages=0)
+    seconds = time.perf_counter() - t0
+    invalid = sorted(r.file for r, rep in zip(records, reports) if rep["numErrors"])
+    print(f"\nglTF-Validator: {len(records)} corpus files in {seconds:.1f} s; {len(invalid)} with errors: {invalid}")
+    assert all(rep["numErrors"] == 0 for r, rep in zip(records, reports) if r.kind == "static")
+    assert set(NAN_WEIGHTS) <= set(invalid)
