@@ -20,7 +20,7 @@ BOS, EOS = 0, 1  # token ids; body tokens are 2 .. vocab_size - 1
 class ToyTask:
     def __init__(self, n_sequences: int = 4, seq_len: int = 8, vocab_size: int = 16, condition: str = "category",
                  n_points: int = 256, prefix_len: int = 4, n_layer: int = 2, n_head: int = 2, n_embd: int = 32,
-                 seed: int = 0):
+                 dropout: float = 0.0, seed: int = 0):
         g = torch.Generator().manual_seed(seed)
         body = torch.randint(2, vocab_size, (n_sequences, seq_len), generator=g)
         bos, eos = torch.full((n_sequences, 1), BOS), torch.full((n_sequences, 1), EOS)
@@ -35,7 +35,7 @@ class ToyTask:
             raise Mesh3DError(f"condition must be 'category' or 'points', not {condition!r}")
         self.condition, self.seed = condition, seed
         self.gpt_config = GPTConfig(vocab_size=vocab_size, block_size=prefix_len + seq_len + 2,
-                                    n_layer=n_layer, n_head=n_head, n_embd=n_embd)
+                                    n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=dropout)
         self.prefix_len = prefix_len
 
     def build_model(self) -> ConditionedGPT:

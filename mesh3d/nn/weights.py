@@ -24,7 +24,10 @@ def load_weights(module: torch.nn.Module, path, device="cpu") -> None:
     """Load weights saved by `save_weights` into `module` (which must have the same architecture)."""
     if not Path(path).is_file():
         raise Mesh3DError(f"weights file not found: {path}")
-    missing, unexpected = load_model(module, str(path), strict=False, device=str(device))
+    try:
+        missing, unexpected = load_model(module, str(path), strict=False, device=str(device))
+    except RuntimeError as e:  # shape mismatch
+        raise Mesh3DError(f"{path} does not match this model; was it trained with other model options? ({str(e)[:300]})") from e
     if missing or unexpected:
         raise Mesh3DError(f"{path} does not match this model (missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}); "
                           "was it trained with other model options?")
