@@ -212,10 +212,12 @@ def test_farthest_point_sample_takes_one_point_per_cluster():
     assert sorted((index // 50).tolist()) == [0, 1, 2, 3]
 
 
-def test_shape_encoder_rejects_points_without_normals():
+def test_shape_encoder_rejects_bad_points():
     encoder = ShapeEncoder(ShapeEncoderConfig(n_latents=8, n_embd=32, n_head=2))
     with pytest.raises(Mesh3DError, match="normals"):
         encoder(torch.zeros(1, 100, 3))
+    with pytest.raises(Mesh3DError, match="normalised"):
+        encoder(100.0 * random_points(1, 100))
 
 
 # ----------------------------------------------------------------------------- trainer

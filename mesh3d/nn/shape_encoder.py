@@ -119,6 +119,8 @@ class ShapeEncoder(nn.Module):
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         if points.dim() != 3 or points.size(-1) != 6:
             raise Mesh3DError(f"shape encoder expects points with normals (B, N, 6), got {tuple(points.shape)}")
+        if points[..., :3].abs().amax() > 1.0:  # 0.5 after normalisation; rotations and jitter stay well below 1
+            raise Mesh3DError("surface points must be normalised (bounding box centred, longest side 1) before encoding")
         M = self.config.n_latents
         if self.config.queries == "fps" and points.size(1) < M:
             raise Mesh3DError(f"need at least {M} surface points for {M} point queries, got {points.size(1)}")
