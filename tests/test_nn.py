@@ -172,6 +172,18 @@ def test_beam_search_finds_the_highest_scoring_sequence(rule):
     assert score1 < best_score - 1e-3
 
 
+def test_beam_search_returns_a_finished_sequence_when_the_grammar_ends_it():
+    model = tiny_gpt(vocab_size=V)
+
+    def three_then_stop(tokens):
+        allowed = torch.zeros(V, dtype=torch.bool)
+        allowed[STOP if len(tokens) == 4 else slice(0, STOP)] = True
+        return allowed
+
+    (seq, _), = model.beam_search(torch.tensor([[0]]), 10, 4, grammar=FnGrammar(three_then_stop), eos_id=STOP)
+    assert len(seq) == 5 and seq[-1] == STOP
+
+
 def test_beam_search_with_cache_matches_without():
     model = tiny_gpt(vocab_size=V, seed=2)
     prompt, prefix = torch.tensor([[1], [4]]), torch.randn(2, 3, 32)
@@ -329,3 +341,23 @@ def test_config_file_errors_are_clear(tmp_path):
 def test_bench_prints_the_kv_cache_speedup(capsys):
     bench.main(["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--prefix", "4", "--tokens", "16"])
     assert "KV cache speed-up" in capsys.readouterr().out
+
+
+def test_padding_is_ignored_by_the_loss():
+    torch.manual_seed(0)
+    model = ToyTask().build_model().eval()
+    cond, tokens = torch.tensor([2]), torch.tensor([[0, 5, 6, 7, 1]])
+    padded = torch.cat([tokens, torch.full((1, 3), 15)], dim=1)
+    torch.testing.assert_close(model(cond, padded, pad_id=15), model(cond, tokens))
+
+
+def test_trainer_command_line_with_a_toml_config(tmp_path):
+    from mesh3d.nn.trainer import main
+
+    (tmp_path / "run.toml").write_text(
+        'task = "mesh3d.nn.toy:ToyTask"\n[task_options]\nseq_len = 4\n'
+        f'[train]\nout_dir = "{tmp_path / "out"}"\nmax_steps = 6\nbatch_size = 4\nwarmup_steps = 2\neval_every = 3\n')
+    main([str(tmp_path / "run.toml")])
+    rows = list(csv.reader(open(tmp_path / "out" / "log.csv")))
+    assert ["3", "eval", "exact_match"] in [r[:3] for r in rows] and ["6", "eval", "exact_match"] in [r[:3] for r in rows]
+    assert read_metadata(tmp_path / "out" / "model.safetensors")["task_options"] == {"seq_len": 4}

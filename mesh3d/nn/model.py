@@ -391,7 +391,8 @@ class GPT(nn.Module):
                     origin.append(src)
                     tokens.append(token)
                     kept.append(s)
-            if not kept:
+            if not kept:  # every hypothesis ended: only the finished ones remain
+                beams, scores = beams[:0], scores[:0]
                 break
             origin_t = torch.tensor(origin, device=idx.device)
             new = torch.tensor(tokens, device=idx.device)[:, None]
