@@ -127,6 +127,7 @@ def glb_bytes(asset: Asset) -> bytes:
         idx = np.pad(idx, ((0, 0), (0, pad)))
         w = np.pad(w, ((0, 0), (0, pad)))
         w = (w / w.sum(1, keepdims=True)).astype(np.float32)
+        idx = np.where(w > 0, idx, 0)  # glTF wants unused influence slots to name joint 0
         for s in range(sets):
             attributes[f"JOINTS_{s}"] = b.add(idx[:, 4 * s : 4 * s + 4], "VEC4", UINT16, ARRAY_BUFFER)
             attributes[f"WEIGHTS_{s}"] = b.add(w[:, 4 * s : 4 * s + 4], "VEC4", FLOAT, ARRAY_BUFFER)
