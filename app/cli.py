@@ -27,7 +27,7 @@ def _cmd_info(args) -> int:
 def _cmd_convert(args) -> int:
     from app.pipeline import convert
 
-    for w in convert(args.input, args.output, up_axis=args.up):
+    for w in convert(args.input, args.output, up_axis=args.up).warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(args.output)
     return 0
