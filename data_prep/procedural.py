@@ -1,0 +1,767 @@
+"""Procedural creatures: skinned primitives with known skeletons and skin weights.
+
+Each creature is a low-poly mesh made of capsules, ellipsoids and boxes, one or more per bone,
+merged into one mesh (``part_ids`` name the primitive of every face; parts overlap like in the real
+corpus). Joints sit where an artist puts them (hips, spine chain, neck, head, shoulders, elbows,
+wrists, knees, ankles, toes, tail chain, wing joints, fins, leg segments), named like
+``spine_01`` or ``upper_arm.L``. Frame: Y up, facing +Z, left side (``.L``) at +X, standing on
+``y = 0``, sizes in metres (a humanoid is 1.5-1.9 m tall).
+
+Skin weights come from the construction: every vertex of a primitive belongs to the primitive's
+bone, blended smoothly (half and half at the joint) with the parent bone near the bone's joint and
+with the next bone of the chain near the child joint; then top-4 and normalised. Every joint
+carries weight, so no joint is a helper.
+
+The same kind and seed give byte-identical arrays. Uses: ``make demo`` (a creature to rig and
+animate) and training data for the learned skeleton and skinning models.
+
+Preview (for a human check, not committed)::
+
+    python -m data_prep.procedural --png out/creatures.png --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import time
+import zlib
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from mesh3d.asset import Animation, Asset, Mesh, Skeleton, Skin
+from mesh3d.errors import Mesh3DError
+
+CREATURE_KINDS = ("humanoid", "quadruped", "bird", "fish", "snake", "spider", "insect")
+
+SIDES = ((1.0, ".L"), (-1.0, ".R"))  # the left side of a creature facing +Z is at +X
+
+
+# ---------------------------------------------------------------------------------------------
+# Primitives
+# ---------------------------------------------------------------------------------------------
+
+
+def _lathe(z: np.ndarray, r: np.ndarray, sections: int, phase: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A closed surface of revolution about +z.
+
+    z, r: (N,) profile from pole to pole (``r[0] = r[-1] = 0``); rings of ``sections`` vertices in
+    between. Returns vertices (2 + (N-2) * sections, 3) and outward-facing faces (M, 3).
+    """
+    theta = phase + 2 * np.pi * np.arange(sections) / sections
+    ring = np.stack([np.cos(theta), np.sin(theta)], 1)
+    inner = len(z) - 2
+    verts = [np.array([[0.0, 0.0, z[0]]])]
+    for i in range(1, len(z) - 1):
+        verts.append(np.column_stack([r[i] * ring, np.full(sections, z[i])]))
+    verts.append(np.array([[0.0, 0.0, z[-1]]]))
+    k = np.arange(sections)
+    k1 = (k + 1) % sections
+    top = 1 + inner * sections
+    faces = [np.column_stack([np.zeros(sections, int), 1 + k1, 1 + k])]
+    for i in range(inner - 1):
+        a, b = 1 + i * sections, 1 + (i + 1) * sections
+        faces.append(np.column_stack([a + k, a + k1, b + k1]))
+        faces.append(np.column_stack([a + k, b + k1, b + k]))
+    b = 1 + (inner - 1) * sections
+    faces.append(np.column_stack([np.full(sections, top), b + k, b + k1]))
+    return np.concatenate(verts), np.concatenate(faces)
+
+
+def _profile(shape: str, length: float, r0: float, r1: float, cap: float) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """Profile (z, r), sections and phase of a unit-aspect primitive along +z from 0 to ``length``.
+
+    capsule: tube of radius r0 -> r1 with round caps of height ``cap * r`` beyond both ends.
+    ellipsoid: spans exactly 0..length, equatorial radius r0. box: spans 0..length, half-width r0.
+    """
+    if shape == "capsule":
+        phi = np.linspace(0, np.pi / 2, 4)
+        mid = np.linspace(0, 1, 2 + int(np.clip(round(length / (2.5 * max(r0, r1))), 1, 3)))[1:-1]
+        z = np.concatenate([-cap * r0 * np.cos(phi), mid * length, length + cap * r1 * np.cos(phi[::-1])])
+        r = np.concatenate([r0 * np.sin(phi), r0 + (r1 - r0) * mid, r1 * np.sin(phi[::-1])])
+        return z, r, 10, 0.0
+    if shape == "ellipsoid":
+        phi = np.linspace(0, np.pi, 8)
+        return length / 2 * (1 - np.cos(phi)), r0 * np.sin(phi), 10, 0.0
+    if shape == "box":
+        # A square prism whose corners lie at (+-r0, +-r0): 4 sections turned by 45 degrees.
+        c = r0 * np.sqrt(2)
+        return np.array([0.0, 0.0, length, length]), np.array([0.0, c, c, 0.0]), 4, np.pi / 4
+    raise ValueError(f"unknown primitive {shape!r}")
+
+
+def _frame(d: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """(3, 3) rows x', y', z' of a right-handed frame with z' = d and y' as close to ``up`` as possible."""
+    up = np.asarray(up, float)
+    if abs(float(np.dot(up, d))) > 0.95 * np.linalg.norm(up):
+        up = np.array([0.0, 0.0, 1.0]) if abs(d[2]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    y = up - np.dot(up, d) * d
+    y /= np.linalg.norm(y)
+    return np.stack([np.cross(y, d), y, d])
+
+
+def _ramp(x: np.ndarray) -> np.ndarray:
+    """Smooth step from 0 (x <= -1) through 0.5 (x = 0) to 1 (x >= 1)."""
+    t = np.clip((x + 1) / 2, 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+class _Builder:
+    """Collects joints and skinned primitives, then assembles an :class:`Asset`."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.joints: list[np.ndarray] = []
+        self.parents: list[int] = []
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # vertices, faces, dense weights
+
+    def joint(self, name: str, pos, parent: Optional[str]) -> np.ndarray:
+        """Add a joint at ``pos`` (metres) under ``parent`` (a name, or None for the root)."""
+        self.names.append(name)
+        self.joints.append(np.asarray(pos, float))
+        self.parents.append(-1 if parent is None else self.names.index(parent))
+        return self.joints[-1]
+
+    def pos(self, name: str) -> np.ndarray:
+        return self.joints[self.names.index(name)]
+
+    def part(
+        self,
+        bone: str,
+        a,
+        b,
+        r0: float,
+        r1: Optional[float] = None,
+        shape: str = "capsule",
+        aspect: float = 1.0,
+        up=(0.0, 1.0, 0.0),
+        child: Optional[str] = None,
+        cap: float = 1.0,
+    ) -> None:
+        """Add a primitive from point ``a`` to ``b`` skinned to ``bone``.
+
+        r0, r1: cross radius (half-width) at a and b (r1 only for capsules); the cross-section is
+        ``aspect`` times thicker along the direction nearest to ``up`` than across it. Vertices
+        blend with the bone's parent around the bone's joint and with ``child`` around the child
+        joint, over a width equal to the local radius, measured along a -> b.
+        """
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        r1 = r0 if r1 is None else r1
+        length = float(np.linalg.norm(b - a))
+        d = (b - a) / length
+        z, r, sections, phase = _profile(shape, length, r0, r1, cap)
+        local, faces = _lathe(z, r, sections, phase)
+        local[:, 1] *= aspect
+        verts = a + local @ _frame(d, up)
+
+        j = self.names.index(bone)
+        s = local[:, 2]
+        w = np.zeros((len(verts), len(self.names)))
+        w[:, j] = 1.0
+        if self.parents[j] >= 0:
+            s0 = float(np.dot(self.joints[j] - a, d))
+            h0 = min(r0, length / 2)
+            wp = _ramp((s0 - s) / h0)
+            w[:, self.parents[j]] += wp
+            w[:, j] -= wp
+        if child is not None:
+            c = self.names.index(child)
+            s1 = float(np.dot(self.joints[c] - a, d))
+            h1 = min(r1, length / 2)
+            wc = np.minimum(_ramp((s - s1) / h1), w[:, j])
+            w[:, c] += wc
+            w[:, j] -= wc
+        self.parts.append((verts, faces, w))
+
+    def asset(self, name: str) -> Asset:
+        """Merge the parts, put the lowest vertex on y = 0 and return the rigged asset."""
+        num_joints = len(self.names)
+        verts, faces, weights, part_ids = [], [], [], []
+        offset = 0
+        for i, (v, f, w) in enumerate(self.parts):
+            verts.append(v)
+            faces.append(f + offset)
+            weights.append(np.pad(w, ((0, 0), (0, num_joints - w.shape[1]))))
+            part_ids.append(np.full(len(f), i, np.int32))
+            offset += len(v)
+        verts = np.concatenate(verts)
+        lift = np.array([0.0, verts[:, 1].min(), 0.0])
+        mesh = Mesh(verts - lift, np.concatenate(faces), part_ids=np.concatenate(part_ids))
+        skeleton = Skeleton(np.stack(self.joints) - lift, np.array(self.parents), self.names)
+        return Asset(mesh, skeleton, Skin.from_dense(np.concatenate(weights), k=4), name=name)
+
+
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, float)
+    return v / np.linalg.norm(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Species
+# ---------------------------------------------------------------------------------------------
+
+
+def _humanoid(rng: np.random.Generator) -> _Builder:
+    u = rng.uniform
+    height = u(1.5, 1.9)
+    thick = u(0.8, 1.3)  # limb and body thickness factor
+    head_h = height * u(0.115, 0.14)
+    neck_len = height * u(0.03, 0.055)
+    leg = height * u(0.45, 0.52)  # hip joint height
+    ankle_y = height * 0.045
+    knee_y = ankle_y + (leg - ankle_y) * u(0.47, 0.53)
+    hip_w = height * u(0.05, 0.065)
+    stance = height * u(0.0, 0.04)
+    foot_len = height * u(0.13, 0.16)
+    shoulder_w = height * u(0.1, 0.13)
+    arm = [height * u(0.16, 0.19), height * u(0.14, 0.16), height * u(0.09, 0.11)]
+    drop = np.radians(u(0.0, 45.0))  # 0 = T-pose, 45 = A-pose
+    n_spine = int(rng.integers(2, 5))
+    waist = height * u(0.07, 0.09) * thick
+    chest = shoulder_w * u(0.75, 0.9) * np.sqrt(thick)
+    depth = u(0.55, 0.75)  # torso depth / width
+
+    bld = _Builder()
+    neck_y = height - head_h - neck_len
+    hips_y = leg + 0.03 * height
+    bld.joint("hips", (0, hips_y, 0), None)
+    spine = [f"spine_{i + 1:02d}" for i in range(n_spine)]
+    for i, name in enumerate(spine):
+        frac = 0.12 + 0.6 * i / (n_spine - 1)
+        bld.joint(name, (0, hips_y + frac * (neck_y - hips_y), -0.01 * height * np.sin(np.pi * frac)), spine[i - 1] if i else "hips")
+    bld.joint("neck", (0, neck_y, 0), spine[-1])
+    bld.joint("head", (0, neck_y + neck_len, 0.01 * height), "neck")
+
+    # Torso: pelvis, one segment per spine joint widening to the chest, neck and head.
+    bld.part("hips", (0, hips_y - 0.07 * height, 0), (0, hips_y + 0.05 * height, 0), waist * 1.1, shape="ellipsoid", aspect=depth, up=(0, 0, 1), child=spine[0])
+    for i, name in enumerate(spine):
+        top = bld.pos(spine[i + 1]) if i + 1 < n_spine else bld.pos("neck")
+        r0 = waist + (chest - waist) * i / n_spine
+        r1 = waist + (chest - waist) * (i + 1) / n_spine
+        nxt = spine[i + 1] if i + 1 < n_spine else "neck"
+        bld.part(name, bld.pos(name), top, r0, r1, aspect=depth, up=(0, 0, 1), child=nxt, cap=0.35)
+    bld.part("neck", bld.pos("neck"), bld.pos("head"), 0.035 * height * thick, child="head")
+    head = bld.pos("head")
+    bld.part("head", head - (0, 0.15 * head_h, -0.01 * height), head + (0, 0.9 * head_h, 0.01 * height), head_h * u(0.36, 0.42), shape="ellipsoid", aspect=u(1.05, 1.25), up=(0, 0, 1))
+
+    shoulder_y = neck_y - 0.025 * height
+    for s, tag in SIDES:
+        direction = np.array([s * np.cos(drop), -np.sin(drop), 0.0])
+        clav = bld.joint("shoulder" + tag, (s * 0.02 * height, shoulder_y, 0.005 * height), spine[-1])
+        upper = bld.joint("upper_arm" + tag, (s * shoulder_w, shoulder_y, 0), "shoulder" + tag)
+        elbow = bld.joint("forearm" + tag, upper + arm[0] * direction - (0, 0, 0.01 * height), "upper_arm" + tag)
+        wrist = bld.joint("hand" + tag, elbow + arm[1] * direction + (0, 0, 0.01 * height), "forearm" + tag)
+        bld.part("shoulder" + tag, clav, upper, 0.04 * height * thick, 0.045 * height * thick, child="upper_arm" + tag)
+        bld.part("upper_arm" + tag, upper, elbow, 0.033 * height * thick, 0.027 * height * thick, child="forearm" + tag)
+        bld.part("forearm" + tag, elbow, wrist, 0.026 * height * thick, 0.02 * height * thick, child="hand" + tag)
+        bld.part("hand" + tag, wrist, wrist + arm[2] * direction, 0.03 * height, shape="box", aspect=0.35)
+
+        hip = bld.joint("thigh" + tag, (s * hip_w, leg, 0), "hips")
+        knee = bld.joint("shin" + tag, (s * (hip_w + stance / 2), knee_y, 0.012 * height), "thigh" + tag)
+        ankle = bld.joint("foot" + tag, (s * (hip_w + stance), ankle_y, -0.01 * height), "shin" + tag)
+        ball = bld.joint("toe" + tag, (s * (hip_w + stance), 0.018 * height, ankle[2] + 0.62 * foot_len), "foot" + tag)
+        bld.part("thigh" + tag, hip, knee, 0.058 * height * thick, 0.04 * height * thick, child="shin" + tag)
+        bld.part("shin" + tag, knee, ankle, 0.038 * height * thick, 0.026 * height * thick, child="foot" + tag)
+        heel = ankle - (0, ankle_y - 0.002 * height, 0.025 * height)
+        bld.part("foot" + tag, heel + (0, 0.02 * height, 0), ball + (0, 0.003 * height, 0), 0.03 * height, shape="box", aspect=0.7, child="toe" + tag)
+        bld.part("toe" + tag, ball, ball + (0, -0.004 * height, 0.3 * foot_len), 0.03 * height, shape="box", aspect=0.45)
+    return bld
+
+
+def _quadruped(rng: np.random.Generator) -> _Builder:
+    u = rng.uniform
+    withers = u(0.4, 1.6)  # shoulder height
+    leg_frac = u(0.45, 0.7)
+    body_len = withers * u(1.0, 1.6)
+    depth = withers * (1 - leg_frac) * u(0.85, 1.05)  # body depth
+    width = depth * u(0.55, 0.8)
+    thick = u(0.7, 1.3)
+    n_spine = int(rng.integers(2, 5))
+    n_neck = int(rng.integers(1, 4))
+    n_tail = int(rng.integers(2, 8))
+    neck_len = withers * u(0.2, 0.6)
+    neck_angle = np.radians(u(20, 65))
+    head_len = withers * u(0.25, 0.4)
+    snout_drop = np.radians(u(0, 40))
+    tail_len = body_len * u(0.2, 1.0)
+    tail_droop = np.radians(u(10, 60))
+    has_jaw = rng.random() < 0.5
+
+    bld = _Builder()
+    spine_y = withers - 0.2 * depth
+    hips = bld.joint("hips", (0, spine_y, -body_len / 2), None)
+    spine = [f"spine_{i + 1:02d}" for i in range(n_spine)]
+    for i, name in enumerate(spine):
+        bld.joint(name, (0, spine_y + 0.03 * depth * i, -body_len / 2 + body_len * (i + 1) / (n_spine + 0.5)), spine[i - 1] if i else "hips")
+    chest = bld.pos(spine[-1])
+    front_z = body_len / 2
+    neck_dir = np.array([0.0, np.sin(neck_angle), np.cos(neck_angle)])
+    neck_base = np.array([0.0, spine_y, front_z])
+    necks = [f"neck_{i + 1:02d}" for i in range(n_neck)]
+    for i, name in enumerate(necks):
+        bld.joint(name, neck_base + neck_len * i / n_neck * neck_dir, necks[i - 1] if i else spine[-1])
+    head = bld.joint("head", neck_base + neck_len * neck_dir, necks[-1])
+    snout = np.array([0.0, -np.sin(snout_drop), np.cos(snout_drop)])
+    if has_jaw:
+        jaw = bld.joint("jaw", head + head_len * (0.25 * snout - (0, 0.12, 0)), "head")
+    tails = [f"tail_{i + 1:02d}" for i in range(n_tail)]
+    tail_dir = np.array([0.0, -np.sin(tail_droop), -np.cos(tail_droop)])
+    tail_base = hips - (0, 0.05 * depth, 0.25 * width)
+    for i, name in enumerate(tails):
+        bld.joint(name, tail_base + tail_len * i / n_tail * tail_dir, tails[i - 1] if i else "hips")
+
+    # Torso hangs below the spine: shift its primitives down (perpendicular, so blending is unchanged).
+    down = np.array([0.0, -0.3 * depth, 0.0])
+    r_body = width / 2
+    bld.part("hips", hips + down - (0, 0, 0.25 * width), bld.pos(spine[0]) + down, r_body * 0.95, r_body, aspect=depth / width, child=spine[0], cap=0.6)
+    for i, name in enumerate(spine):
+        end = bld.pos(spine[i + 1]) if i + 1 < n_spine else neck_base + (0, 0, 0.1 * width)
+        nxt = spine[i + 1] if i + 1 < n_spine else None
+        bld.part(name, bld.pos(name) + down, end + down, r_body, r_body * (1.05 if nxt is None else 1.0), aspect=depth / width, child=nxt, cap=0.6)
+    neck_r = width * u(0.22, 0.32) * thick
+    for i, name in enumerate(necks):
+        end = bld.pos(necks[i + 1]) if i + 1 < n_neck else head
+        bld.part(name, bld.pos(name), end, neck_r * (1.15 - 0.2 * i / n_neck), neck_r * (1.15 - 0.2 * (i + 1) / n_neck), aspect=1.2, child=necks[i + 1] if i + 1 < n_neck else "head")
+    head_r = head_len * u(0.22, 0.3)
+    bld.part("head", head - 0.2 * head_len * snout, head + head_len * snout, head_r, shape="ellipsoid", aspect=u(0.9, 1.2))
+    if has_jaw:
+        bld.part("jaw", jaw, jaw + 0.7 * head_len * snout - (0, 0.05 * head_len, 0), 0.45 * head_r, 0.25 * head_r, aspect=0.6)
+    tail_r = width * u(0.08, 0.18)
+    for i, name in enumerate(tails):
+        end = bld.pos(tails[i + 1]) if i + 1 < n_tail else tail_base + tail_len * tail_dir
+        bld.part(name, bld.pos(name), end, tail_r * (1 - 0.7 * i / n_tail), tail_r * (1 - 0.7 * (i + 1) / n_tail), child=tails[i + 1] if i + 1 < n_tail else None)
+
+    leg_r = withers * u(0.04, 0.065) * thick
+    for s, tag in SIDES:
+        # Hind leg: thigh forward-down, shin back-down, hind foot (from the hock) down to the toe.
+        top = hips + (s * width * 0.38, -0.35 * depth, 0.1 * width)
+        h = top[1]
+        knee = top + (0, -0.36 * h, 0.12 * h)
+        hock = knee + (0, -0.37 * h, -0.16 * h)
+        ball = np.array([hock[0], 0.05 * h, hock[2] + 0.03 * h])
+        bld.joint("thigh" + tag, top, "hips")
+        bld.joint("shin" + tag, knee, "thigh" + tag)
+        bld.joint("hind_foot" + tag, hock, "shin" + tag)
+        bld.joint("hind_toe" + tag, ball, "hind_foot" + tag)
+        bld.part("thigh" + tag, top + (0, 0.1 * h, -0.04 * h), knee, leg_r * 1.8, leg_r * 1.1, child="shin" + tag)
+        bld.part("shin" + tag, knee, hock, leg_r * 1.0, leg_r * 0.75, child="hind_foot" + tag)
+        bld.part("hind_foot" + tag, hock, ball, leg_r * 0.7, leg_r * 0.65, child="hind_toe" + tag)
+        bld.part("hind_toe" + tag, ball, ball + (0, -0.02 * h, 0.12 * h), leg_r * 0.75, shape="box", aspect=0.6)
+
+        # Front leg: shoulder blade down the chest side, upper arm, forearm, front foot, toe.
+        blade = np.array([s * width * 0.25, spine_y - 0.05 * depth, chest[2] + 0.05 * body_len])
+        arm_top = np.array([s * width * 0.42, spine_y - 0.55 * depth, front_z - 0.05 * body_len])
+        h = arm_top[1]
+        elbow = arm_top + (0, -0.3 * h, -0.1 * h)
+        wrist = np.array([elbow[0], 0.2 * h, elbow[2] + 0.02 * h])
+        fball = np.array([wrist[0], 0.05 * h, wrist[2] + 0.04 * h])
+        bld.joint("shoulder" + tag, blade, spine[-1])
+        bld.joint("upper_arm" + tag, arm_top, "shoulder" + tag)
+        bld.joint("forearm" + tag, elbow, "upper_arm" + tag)
+        bld.joint("front_foot" + tag, wrist, "forearm" + tag)
+        bld.joint("front_toe" + tag, fball, "front_foot" + tag)
+        bld.part("shoulder" + tag, blade, arm_top, leg_r * 1.3, leg_r * 1.4, aspect=1.0, child="upper_arm" + tag)
+        bld.part("upper_arm" + tag, arm_top, elbow, leg_r * 1.4, leg_r * 1.0, child="forearm" + tag)
+        bld.part("forearm" + tag, elbow, wrist, leg_r * 0.95, leg_r * 0.7, child="front_foot" + tag)
+        bld.part("front_foot" + tag, wrist, fball, leg_r * 0.7, leg_r * 0.65, child="front_toe" + tag)
+        bld.part("front_toe" + tag, fball, fball + (0, -0.02 * h, 0.12 * h), leg_r * 0.75, shape="box", aspect=0.6)
+    return bld
+
+
+def _bird(rng: np.random.Generator) -> _Builder:
+    u = rng.uniform
+    body = u(0.2, 0.8)  # body length, tail excluded
+    leg_h = body * u(0.35, 1.1)  # hip height
+    tilt = np.radians(u(5, 35))  # body pitch, front up
+    girth = body * u(0.2, 0.3)  # body radius
+    n_spine = int(rng.integers(1, 3))
+    n_neck = int(rng.integers(2, 5))
+    neck_len = body * u(0.15, 0.8)
+    head_r = body * u(0.09, 0.14)
+    beak = body * u(0.08, 0.4)
+    half_span = body * u(0.9, 2.0)
+    chord = body * u(0.3, 0.5)
+    dihedral = np.radians(u(-10, 25))
+    n_tail = int(rng.integers(1, 4))
+    tail_len = body * u(0.2, 0.6)
+    leg_r = body * u(0.02, 0.03)
+
+    bld = _Builder()
+    fwd = np.array([0.0, np.sin(tilt), np.cos(tilt)])
+    hips = bld.joint("hips", (0, leg_h + 0.3 * girth, -0.25 * body * np.cos(tilt)), None)
+    spine = [f"spine_{i + 1:02d}" for i in range(n_spine)]
+    for i, name in enumerate(spine):
+        bld.joint(name, hips + body * 0.55 * (i + 1) / n_spine * fwd, spine[i - 1] if i else "hips")
+    chest = bld.pos(spine[-1])
+    neck_dir = _unit(fwd + np.array([0.0, 1.2, 0.0]))
+    base = chest + 0.15 * body * fwd + (0, 0.3 * girth, 0)
+    necks = [f"neck_{i + 1:02d}" for i in range(n_neck)]
+    for i, name in enumerate(necks):
+        bld.joint(name, base + neck_len * i / n_neck * neck_dir, necks[i - 1] if i else spine[-1])
+    head = bld.joint("head", base + neck_len * neck_dir, necks[-1])
+    tails = [f"tail_{i + 1:02d}" for i in range(n_tail)]
+    tail_dir = _unit(-fwd - np.array([0.0, 0.2, 0.0]))
+    for i, name in enumerate(tails):
+        bld.joint(name, hips + (0.15 * body + tail_len * i / n_tail) * tail_dir, tails[i - 1] if i else "hips")
+
+    bld.part("hips", hips - 0.3 * body * fwd, bld.pos(spine[0]), girth * 0.8, girth, aspect=0.95, child=spine[0], cap=0.8)
+    for i, name in enumerate(spine):
+        last = i + 1 == n_spine
+        end = base if last else bld.pos(spine[i + 1])
+        bld.part(name, bld.pos(name), end, girth, girth * (0.85 if last else 1.0), aspect=0.95, child=None if last else spine[i + 1], cap=0.8)
+    neck_r = girth * u(0.3, 0.45)
+    for i, name in enumerate(necks):
+        end = head if i + 1 == n_neck else bld.pos(necks[i + 1])
+        bld.part(name, bld.pos(name), end, neck_r, neck_r * 0.92, child="head" if i + 1 == n_neck else necks[i + 1])
+    look = np.array([0.0, -0.15, 1.0])
+    bld.part("head", head - head_r * look, head + 1.2 * head_r * look, head_r, shape="ellipsoid", aspect=1.0)
+    tip = head + (1.0 * head_r + beak) * _unit(look - (0, 0.2, 0))
+    bld.part("head", head + 0.7 * head_r * look, tip, 0.35 * head_r, 0.05 * head_r, aspect=0.8)
+    for i, name in enumerate(tails):
+        end = bld.pos(tails[i + 1]) if i + 1 < n_tail else hips + (0.15 * body + tail_len) * tail_dir
+        bld.part(name, bld.pos(name), end, girth * 0.35, girth * 0.25, aspect=0.6, child=tails[i + 1] if i + 1 < n_tail else None)
+    fan = bld.pos(tails[-1])
+    bld.part(tails[-1], fan, fan + tail_len * u(0.6, 1.0) * tail_dir, body * u(0.12, 0.2), shape="ellipsoid", aspect=0.12)
+
+    for s, tag in SIDES:
+        # Wings spread sideways, panels trailing backwards from the wing bones.
+        out = np.array([s * np.cos(dihedral), np.sin(dihedral), -0.1])
+        root = chest + (s * 0.45 * girth, 0.5 * girth, -0.05 * body)
+        upper = root + (s * 0.35 * girth, 0.1 * girth, 0)
+        bld.joint("shoulder" + tag, root, spine[-1])
+        bld.joint("upper_wing" + tag, upper, "shoulder" + tag)
+        elbow = bld.joint("forearm_wing" + tag, upper + 0.3 * half_span * out, "upper_wing" + tag)
+        wrist = bld.joint("hand_wing" + tag, elbow + 0.33 * half_span * out + (0, 0, 0.03 * half_span), "forearm_wing" + tag)
+        wing_tip = wrist + 0.37 * half_span * out - (0, 0, 0.05 * half_span)
+        back = np.array([0.0, 0.0, -1.0])
+        bld.part("shoulder" + tag, root, upper, 0.3 * girth, child="upper_wing" + tag)
+        bld.part("upper_wing" + tag, upper + 0.35 * chord * back, elbow + 0.35 * chord * back, 0.5 * chord, 0.5 * chord, shape="box", aspect=0.08, child="forearm_wing" + tag)
+        bld.part("forearm_wing" + tag, elbow + 0.35 * chord * back, wrist + 0.35 * chord * back, 0.5 * chord, 0.45 * chord, shape="box", aspect=0.08, child="hand_wing" + tag)
+        bld.part("hand_wing" + tag, wrist + 0.3 * chord * back, wing_tip + 0.2 * chord * back, 0.45 * chord, shape="ellipsoid", aspect=0.1)
+
+        # Legs: thigh hidden in the body, shin down to the ankle, long foot bone, toes forward.
+        hip = hips + (s * 0.5 * girth, -0.4 * girth, 0.05 * body)
+        foot_y = 0.04 * leg_h + 0.01 * body
+        knee = hip + (0, -0.3 * (hip[1] - foot_y), 0.15 * girth)
+        ankle = np.array([hip[0], foot_y + 0.45 * (knee[1] - foot_y), knee[2] - 0.15 * leg_h])
+        ball = np.array([hip[0], foot_y, ankle[2] + 0.1 * leg_h])
+        bld.joint("thigh" + tag, hip, "hips")
+        bld.joint("shin" + tag, knee, "thigh" + tag)
+        bld.joint("foot" + tag, ankle, "shin" + tag)
+        bld.joint("toe" + tag, ball, "foot" + tag)
+        bld.part("thigh" + tag, hip, knee, 0.35 * girth, 0.25 * girth, child="shin" + tag)
+        bld.part("shin" + tag, knee, ankle, 1.5 * leg_r, leg_r, child="foot" + tag)
+        bld.part("foot" + tag, ankle, ball, 0.8 * leg_r, child="toe" + tag)
+        bld.part("toe" + tag, ball, ball + (s * 0.02 * body, -foot_y, 0.18 * body), 1.2 * leg_r, shape="box", aspect=0.4)
+        bld.part("toe" + tag, ball, ball + (0, -foot_y, -0.1 * body), leg_r, shape="box", aspect=0.4)
+    return bld
+
+
+def _fish(rng: np.random.Generator) -> _Builder:
+    u = rng.uniform
+    length = u(0.2, 1.5)
+    height = length * u(0.18, 0.4)
+    width = height * u(0.35, 0.6)
+    n_tail = int(rng.integers(2, 6))
+    has_jaw = rng.random() < 0.5
+    fin = u(0.7, 1.3)  # fin size factor
+    y = 0.6 * height
+
+    bld = _Builder()
+    body = bld.joint("spine_01", (0, y, 0.08 * length), None)
+    head = bld.joint("head", (0, y, 0.22 * length), "spine_01")
+    if has_jaw:
+        jaw = bld.joint("jaw", (0, y - 0.18 * height, 0.36 * length), "head")
+    tails = [f"tail_{i + 1:02d}" for i in range(n_tail)]
+    tail_start, tail_end = -0.05 * length, -0.36 * length
+    for i, name in enumerate(tails):
+        bld.joint(name, (0, y, tail_start + (tail_end - tail_start) * i / n_tail), tails[i - 1] if i else "spine_01")
+    fin_root = bld.joint("caudal_fin", (0, y, tail_end), tails[-1])
+    bld.joint("dorsal_fin", (0, y + 0.42 * height, 0.0), "spine_01")
+
+    bld.part("spine_01", (0, y, tail_start), head, width / 2, width / 2, aspect=height / width, up=(0, 1, 0), child="head", cap=0.5)
+    bld.part("head", head - (0, 0, 0.07 * length), (0, y + 0.02 * height, 0.5 * length), width / 2, shape="ellipsoid", aspect=0.9 * height / width)
+    if has_jaw:
+        bld.part("jaw", jaw, jaw + (0, 0.02 * height, 0.12 * length), 0.3 * width, 0.15 * width, aspect=0.6)
+    for i, name in enumerate(tails):
+        end = bld.pos(tails[i + 1]) if i + 1 < n_tail else fin_root
+        f0, f1 = 1 - 0.75 * i / n_tail, 1 - 0.75 * (i + 1) / n_tail
+        child = tails[i + 1] if i + 1 < n_tail else "caudal_fin"
+        bld.part(name, bld.pos(name), end, 0.5 * width * f0, 0.5 * width * f1, aspect=height / width * (0.4 + 0.6 * f0), child=child, cap=0.5)
+    # Fins are thin in x: an "up" of +x makes x the aspect (thickness) direction.
+    caudal = 0.35 * height * fin
+    bld.part("caudal_fin", fin_root, fin_root - (0, 0, 0.18 * length * fin), caudal, shape="ellipsoid", aspect=0.1, up=(1, 0, 0))
+    bld.part("dorsal_fin", bld.pos("dorsal_fin") - (0, 0.15 * height, -0.05 * length), bld.pos("dorsal_fin") + (0, 0.25 * height * fin, -0.15 * length), 0.08 * length * fin, shape="ellipsoid", aspect=0.1, up=(1, 0, 0))
+    for s, tag in SIDES:
+        root = bld.joint("pectoral_fin" + tag, (s * 0.4 * width, y - 0.2 * height, 0.18 * length), "spine_01")
+        tip = root + np.array([s * 0.12, -0.08, -0.16]) * length * fin
+        bld.part("pectoral_fin" + tag, root, tip, 0.05 * length * fin, shape="ellipsoid", aspect=0.15)
+    return bld
+
+
+def _snake(rng: np.random.Generator) -> _Builder:
+    u = rng.uniform
+    length = u(1.0, 4.0)
+    radius = length * u(0.012, 0.025)
+    n_body = int(rng.integers(6, 13))
+    n_tail = int(rng.integers(2, 5))
+    amplitude = length * u(0.0, 0.08)
+    waves = u(0.5, 2.0)
+    phase = u(0, 2 * np.pi)
+    has_jaw = rng.random() < 0.5
+    head_len = radius * u(3.0, 4.5)
+
+    # A gentle S-curve on the ground from the neck (z > 0) back to the tail tip.
+    t = np.linspace(0, 1, 400)
+    curve = np.stack([amplitude * np.sin(2 * np.pi * waves * t + phase) - amplitude * np.sin(phase), np.full_like(t, radius), length / 2 - length * t], 1)
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(curve, axis=0), axis=1))])
+    n = n_body + n_tail
+    at = np.interp(np.linspace(0, arc[-1] - head_len, n + 1), arc, np.arange(len(t)))
+    points = np.stack([np.interp(at, np.arange(len(t)), curve[:, k]) for k in range(3)], 1)
+
+    bld = _Builder()
+    names = [f"spine_{i + 1:02d}" for i in range(n_body)] + [f"tail_{i + 1:02d}" for i in range(n_tail)]
+    bld.joint(names[0], points[0], None)
+    head = bld.joint("head", points[0] + (0, 0.3 * radius, 0.4 * head_len), names[0])
+    if has_jaw:
+        jaw = bld.joint("jaw", head + (0, -0.5 * radius, 0.1 * head_len), "head")
+    for i in range(1, n):
+        bld.joint(names[i], points[i], names[i - 1])
+    profile = np.interp(np.arange(n + 1), [0, 1, n_body, n], [0.75, 1.0, 1.0, 0.12]) * radius
+    for i in range(n):
+        child = names[i + 1] if i + 1 < n else None
+        bld.part(names[i], points[i], points[i + 1], profile[i], profile[i + 1], child=child)
+    bld.part("head", head - (0, 0, 0.5 * head_len), head + (0, -0.1 * radius, 0.6 * head_len), 1.3 * radius, shape="ellipsoid", aspect=0.6)
+    if has_jaw:
+        bld.part("jaw", jaw, jaw + (0, 0, 0.45 * head_len), 0.8 * radius, 0.5 * radius, aspect=0.4)
+    return bld
+
+
+def _leg(bld: _Builder, prefix: str, tag: str, parent: str, root, out, rise: float, lengths, radius: float, names) -> None:
+    """A jointed arthropod leg from ``root`` reaching outwards along horizontal ``out`` to the ground.
+
+    lengths: the first len(names) - 1 segment lengths (the last segment reaches the ground); rise:
+    femur angle above the horizontal (radians); names: segment joint names from the body outwards.
+    """
+    root = np.asarray(root, float)
+    coxa_end = root + lengths[0] * _unit(out + (0, 0.3, 0))
+    knee = coxa_end + lengths[1] * (np.cos(rise) * out + (0, np.sin(rise), 0))
+    drop = np.radians(50)
+    mid = knee + lengths[2] * (np.cos(drop) * out - (0, np.sin(drop), 0))
+    points = [root, coxa_end, knee, mid][: len(names)]
+    foot = points[-1] + 0.35 * points[-1][1] * out
+    foot[1] = 0.0
+    points.append(foot)
+    for i, name in enumerate(names):
+        bld.joint(prefix + name + tag, points[i], parent if i == 0 else prefix + names[i - 1] + tag)
+    for i, name in enumerate(names):
+        child = prefix + names[i + 1] + tag if i + 1 < len(names) else None
+        f0, f1 = 1 - 0.5 * i / len(names), 1 - 0.5 * (i + 1) / len(names)
+        bld.part(prefix + name + tag, points[i], points[i + 1], radius * f0, radius * f1, child=child)
+
+
+def _spider(rng: np.random.Generator) -> _Builder:
+    u = rng.uniform
+    body = u(0.05, 0.6)  # cephalothorax + abdomen length
+    ceph = body * u(0.35, 0.45)
+    abdomen = (body - ceph) * u(0.9, 1.3)
+    leg = body * u(1.0, 2.2)
+    height = leg * u(0.2, 0.35)
+    leg_r = body * u(0.025, 0.045)
+    yaws = np.radians(np.array([55, 20, -15, -50]) + rng.uniform(-8, 8, 4))
+    rises = np.radians(rng.uniform(35, 60, 4))
+    has_fangs = rng.random() < 0.5
+
+    bld = _Builder()
+    centre = bld.joint("cephalothorax", (0, height, 0), None)
+    pedicel = bld.joint("abdomen", (0, height + 0.05 * body, -0.5 * ceph), "cephalothorax")
+    bld.part("cephalothorax", centre - (0, 0, 0.5 * ceph), centre + (0, 0, 0.55 * ceph), 0.4 * ceph, shape="ellipsoid", aspect=0.6)
+    back = _unit([0.0, 0.25, -1.0])
+    bld.part("abdomen", pedicel - 0.05 * abdomen * back, pedicel + abdomen * back, 0.38 * abdomen * u(0.8, 1.1), shape="ellipsoid", aspect=0.85)
+    for s, tag in SIDES:
+        if has_fangs:
+            fang = bld.joint("fang" + tag, centre + (s * 0.1 * ceph, 0.0, 0.45 * ceph), "cephalothorax")
+            bld.part("fang" + tag, fang, fang + (0, -0.2 * ceph, 0.15 * ceph), 0.08 * ceph, 0.03 * ceph)
+        for i in range(4):
+            out = np.array([s * np.cos(yaws[i]), 0.0, np.sin(yaws[i])])
+            root = centre + 0.3 * ceph * out
+            scale = leg * (1.1 if i == 0 else 1.0)
+            _leg(bld, f"leg{i + 1}_", tag, "cephalothorax", root, out, rises[i], scale * np.array([0.1, 0.35, 0.3]), leg_r, ("coxa", "femur", "tibia", "metatarsus"))
+    return bld
+
+
+def _insect(rng: np.random.Generator) -> _Builder:
+    u = rng.uniform
+    body = u(0.05, 0.5)
+    thorax = body * u(0.25, 0.35)
+    abdomen = body * u(0.4, 0.55)
+    head_r = body * u(0.08, 0.13)
+    leg = body * u(0.6, 1.3)
+    height = leg * u(0.2, 0.35)
+    leg_r = body * u(0.015, 0.03)
+    yaws = np.radians(np.array([40, 0, -35]) + rng.uniform(-8, 8, 3))
+    rises = np.radians(rng.uniform(30, 55, 3))
+    antenna = body * u(0.2, 0.6)
+    has_wings = rng.random() < 0.5
+
+    bld = _Builder()
+    centre = bld.joint("thorax", (0, height, 0), None)
+    head = bld.joint("head", centre + (0, 0.02 * body, 0.55 * thorax), "thorax")
+    waist = bld.joint("abdomen", centre + (0, 0.01 * body, -0.5 * thorax), "thorax")
+    bld.part("thorax", centre - (0, 0, 0.55 * thorax), head, 0.35 * thorax, shape="ellipsoid", aspect=0.9)
+    bld.part("head", head, head + (0, -0.3 * head_r, 2.0 * head_r), head_r, shape="ellipsoid", aspect=0.9)
+    back = _unit([0.0, 0.1, -1.0])
+    bld.part("abdomen", waist, waist + abdomen * back, 0.3 * abdomen, shape="ellipsoid", aspect=0.75)
+    for s, tag in SIDES:
+        base = bld.joint("antenna_01" + tag, head + (s * 0.4 * head_r, 0.6 * head_r, 1.2 * head_r), "head")
+        bend = bld.joint("antenna_02" + tag, base + 0.45 * antenna * _unit([s * 0.4, 0.8, 0.5]), "antenna_01" + tag)
+        bld.part("antenna_01" + tag, base, bend, 0.012 * body, child="antenna_02" + tag)
+        bld.part("antenna_02" + tag, bend, bend + 0.55 * antenna * _unit([s * 0.4, 0.3, 1.0]), 0.01 * body, 0.006 * body)
+        if has_wings:
+            root = bld.joint("wing" + tag, centre + (s * 0.15 * thorax, 0.3 * thorax, 0), "thorax")
+            bld.part("wing" + tag, root, root + abdomen * 1.1 * _unit([s * 0.35, 0.08, -1.0]), 0.22 * abdomen, shape="ellipsoid", aspect=0.06)
+        for i in range(3):
+            out = np.array([s * np.cos(yaws[i]), 0.0, np.sin(yaws[i])])
+            root = centre + (0, -0.15 * thorax, (0.3 - 0.3 * i) * thorax) + 0.25 * thorax * out
+            _leg(bld, f"leg{i + 1}_", tag, "thorax", root, out, rises[i], leg * np.array([0.08, 0.4, 0.35]), leg_r, ("coxa", "femur", "tibia", "tarsus"))
+    return bld
+
+
+_BUILDERS = {
+    "humanoid": _humanoid,
+    "quadruped": _quadruped,
+    "bird": _bird,
+    "fish": _fish,
+    "snake": _snake,
+    "spider": _spider,
+    "insect": _insect,
+}
+
+
+def make_creature(kind: str, seed: int) -> Asset:
+    """A rigged creature of ``kind`` (one of :data:`CREATURE_KINDS`) with proportions drawn from ``seed``.
+
+    Returns an Asset with mesh (part_ids per primitive), skeleton and top-4 skin, no animations,
+    Y-up, facing +Z, lowest point on y = 0, in metres. The same kind and seed give identical arrays.
+    """
+    if kind not in _BUILDERS:
+        raise Mesh3DError(f"unknown creature kind {kind!r}; use one of {', '.join(CREATURE_KINDS)}")
+    rng = np.random.default_rng([seed, CREATURE_KINDS.index(kind)])
+    return _BUILDERS[kind](rng).asset(f"{kind}_{seed}")
+
+
+def random_creature(seed: int) -> Asset:
+    """A creature of a kind drawn from ``seed``, with proportions drawn from the same seed."""
+    kind = CREATURE_KINDS[int(np.random.default_rng(seed).integers(len(CREATURE_KINDS)))]
+    return make_creature(kind, seed)
+
+
+def pose_animation(skeleton: Skeleton, rotations: dict[str, np.ndarray], name: str = "pose") -> Animation:
+    """A one-frame clip rotating the named joints; others stay at rest.
+
+    rotations: joint name -> rotation vector (3,) in radians (axis times angle) in the joint's
+    world-aligned bind frame, so ``{"forearm.L": (0, 0, 1.0)}`` turns the left forearm and
+    everything below it about +Z around the elbow.
+    """
+    num_joints = len(skeleton)
+    quats = np.zeros((1, num_joints, 4))
+    quats[..., 3] = 1.0
+    for joint, rotvec in rotations.items():
+        if joint not in skeleton.names:
+            raise Mesh3DError(f"cannot pose joint {joint!r}: the skeleton has no joint of that name")
+        rotvec = np.asarray(rotvec, float)
+        angle = float(np.linalg.norm(rotvec))
+        axis = rotvec / angle if angle > 0 else np.zeros(3)
+        quats[0, skeleton.names.index(joint)] = np.append(np.sin(angle / 2) * axis, np.cos(angle / 2))
+    return Animation(name, 30.0, skeleton.rest_translations()[None], quats, np.ones((1, num_joints, 3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Preview: a flat-shaded software render to PNG, for looking at the creatures (numpy + zlib only).
+# ---------------------------------------------------------------------------------------------
+
+
+def render(asset: Asset, size: int = 256, yaw: float = 35.0, pitch: float = 20.0) -> np.ndarray:
+    """(size, size, 3) uint8 orthographic view from the front-left, coloured per part."""
+    a, b = np.radians(yaw), np.radians(pitch)
+    rot_y = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rot_x = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    v = asset.mesh.vertices @ (rot_x @ rot_y).T
+    lo, hi = v.min(0), v.max(0)
+    scale = 0.9 * size / max(hi[0] - lo[0], hi[1] - lo[1])
+    px = (v[:, 0] - (lo[0] + hi[0]) / 2) * scale + size / 2
+    py = size / 2 - (v[:, 1] - (lo[1] + hi[1]) / 2) * scale
+    tri = asset.mesh.faces
+    normal = np.cross(v[tri[:, 1]] - v[tri[:, 0]], v[tri[:, 2]] - v[tri[:, 0]])
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-12
+    shade = 0.35 + 0.65 * np.abs(normal @ _unit([0.3, 0.5, 1.0]))
+    palette = np.random.default_rng(0).uniform(0.35, 1.0, (max(int(asset.mesh.part_ids.max()) + 1, 1), 3))
+    colour = palette[asset.mesh.part_ids] * shade[:, None]
+    image = np.full((size, size, 3), 1.0)
+    depth = np.full((size, size), -np.inf)
+    for f in np.argsort(v[tri, 2].mean(1)):
+        x, y, z = px[tri[f]], py[tri[f]], v[tri[f], 2]
+        x0, x1 = int(max(np.floor(x.min()), 0)), int(min(np.ceil(x.max()), size - 1))
+        y0, y1 = int(max(np.floor(y.min()), 0)), int(min(np.ceil(y.max()), size - 1))
+        if x0 > x1 or y0 > y1:
+            continue
+        gx, gy = np.meshgrid(np.arange(x0, x1 + 1) + 0.5, np.arange(y0, y1 + 1) + 0.5)
+        det = (y[1] - y[2]) * (x[0] - x[2]) + (x[2] - x[1]) * (y[0] - y[2])
+        if abs(det) < 1e-12:
+            continue
+        l0 = ((y[1] - y[2]) * (gx - x[2]) + (x[2] - x[1]) * (gy - y[2])) / det
+        l1 = ((y[2] - y[0]) * (gx - x[2]) + (x[0] - x[2]) * (gy - y[2])) / det
+        l2 = 1 - l0 - l1
+        inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0)
+        zz = l0 * z[0] + l1 * z[1] + l2 * z[2]
+        win = depth[y0 : y1 + 1, x0 : x1 + 1]
+        hit = inside & (zz > win)
+        win[hit] = zz[hit]
+        image[y0 : y1 + 1, x0 : x1 + 1][hit] = colour[f]
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 image as an 8-bit RGB PNG."""
+    h, w, _ = image.shape
+    raw = b"".join(b"\x00" + image[i].tobytes() for i in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(png)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Print size and build time of every kind; optionally write a contact sheet PNG."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per kind (default 1)")
+    parser.add_argument("--png", type=Path, help="write a contact sheet here (rows: seeds, columns: kinds)")
+    args = parser.parse_args(argv)
+    rows = []
+    print(f"{'kind':10} {'seed':>5} {'verts':>6} {'faces':>6} {'joints':>6} {'bbox x y z (m)':>22} {'ms':>6}")
+    for seed in range(args.seed, args.seed + args.seeds):
+        tiles = []
+        for kind in CREATURE_KINDS:
+            start = time.perf_counter()
+            asset = make_creature(kind, seed)
+            ms = 1000 * (time.perf_counter() - start)
+            ext = np.ptp(asset.mesh.vertices, axis=0)
+            print(f"{kind:10} {seed:5d} {len(asset.mesh.vertices):6d} {len(asset.mesh.faces):6d} {len(asset.skeleton):6d}   {ext[0]:6.2f} {ext[1]:6.2f} {ext[2]:6.2f} {ms:6.1f}")
+            if args.png:
+                tiles.append(np.concatenate([render(asset), render(asset, yaw=90.0, pitch=0.0)], 0))
+        if tiles:
+            rows.append(np.concatenate(tiles, 1))
+    if rows:
+        write_png(args.png, np.concatenate(rows, 0))
+        print(f"wrote {args.png}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Procedural creatures: validity, determinism, anatomy, symmetry, skinning and posing."""
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from data_prep.procedural import CREATURE_KINDS, make_creature, pose_animation, random_creature
+from mesh3d.errors import Mesh3DError
+from mesh3d.geometry.transforms import quat_to_matrix
+
+SEEDS = (0, 1, 2, 3)
+BILATERAL = ("humanoid", "quadruped", "bird", "fish", "spider", "insect")
+
+# Joints an artist would put in each kind (a subset of what is built).
+EXPECTED_JOINTS = {
+    "humanoid": ["hips", "spine_01", "spine_02", "neck", "head", "shoulder.L", "upper_arm.L", "forearm.L", "hand.L", "thigh.L", "shin.L", "foot.L", "toe.L"],
+    "quadruped": ["hips", "spine_01", "neck_01", "head", "tail_01", "tail_02", "shoulder.L", "upper_arm.L", "forearm.L", "front_foot.L", "thigh.L", "shin.L", "hind_foot.L", "hind_toe.R"],
+    "bird": ["hips", "spine_01", "neck_01", "neck_02", "head", "tail_01", "shoulder.L", "upper_wing.L", "forearm_wing.L", "hand_wing.R", "thigh.L", "shin.L", "foot.L", "toe.L"],
+    "fish": ["spine_01", "head", "tail_01", "tail_02", "caudal_fin", "dorsal_fin", "pectoral_fin.L", "pectoral_fin.R"],
+    "snake": ["spine_01", "head", "spine_06", "tail_01", "tail_02"],
+    "spider": ["cephalothorax", "abdomen"] + [f"leg{i}_{seg}.{s}" for i in range(1, 5) for seg in ("coxa", "femur", "tibia", "metatarsus") for s in "LR"],
+    "insect": ["thorax", "head", "abdomen", "antenna_01.L", "antenna_02.R"] + [f"leg{i}_{seg}.{s}" for i in range(1, 4) for seg in ("coxa", "femur", "tibia", "tarsus") for s in "LR"],
+}
+
+# (min, max) of the largest bounding-box side, in metres.
+SIZE_RANGE = {
+    "humanoid": (1.4, 2.1),
+    "quadruped": (1.0, 4.5),
+    "bird": (0.3, 3.0),
+    "fish": (0.2, 1.8),
+    "snake": (1.0, 4.2),
+    "spider": (0.08, 2.0),
+    "insect": (0.05, 1.0),
+}
+
+# The joint whose subtree the posing test bends, per kind.
+BEND = {
+    "humanoid": "forearm.L",
+    "quadruped": "shin.R",
+    "bird": "forearm_wing.L",
+    "fish": "tail_02",
+    "snake": "spine_04",
+    "spider": "leg2_femur.L",
+    "insect": "leg3_tibia.R",
+}
+
+
+def subtree(parents: np.ndarray, root: int) -> np.ndarray:
+    """(J,) bool mask of ``root`` and its descendants (parents[j] < j)."""
+    mask = np.zeros(len(parents), bool)
+    mask[root] = True
+    for j in range(root + 1, len(parents)):
+        mask[j] = parents[j] >= 0 and mask[parents[j]]
+    return mask
+
+
+@pytest.mark.parametrize("kind", CREATURE_KINDS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_builds_valid_rigged_low_poly_asset(kind, seed):
+    asset = make_creature(kind, seed)
+    mesh, skel, skin = asset.mesh, asset.skeleton, asset.skin
+    assert not asset.animations
+    assert 200 < len(mesh.vertices) <= 4000, "low-poly: a few thousand vertices at most"
+    assert mesh.part_ids is not None and mesh.part_ids.max() >= 5
+    assert abs(mesh.vertices[:, 1].min()) < 1e-12, "stands on y = 0"
+    assert skin.indices.shape == (len(mesh.vertices), 4)
+    # Skeleton: one root first, topological parents, every joint deforms something.
+    assert skel.parents[0] == -1 and (skel.parents[1:] >= 0).all()
+    assert (skel.parents < np.arange(len(skel))).all()
+    assert not skel.helper.any()
+    dense = skin.dense(len(skel))
+    assert (dense.sum(0) > 0).all(), "every joint carries some weight"
+    assert np.allclose(dense.sum(1), 1.0) and (dense.max(1) > 0.25).all(), "every vertex is weighted"
+    assert set(EXPECTED_JOINTS[kind]) <= set(skel.names)
+    lo, hi = SIZE_RANGE[kind]
+    assert lo <= np.ptp(mesh.vertices, axis=0).max() <= hi
+
+
+@pytest.mark.parametrize("kind", CREATURE_KINDS)
+def test_same_seed_gives_identical_arrays(kind):
+    a, b, c = make_creature(kind, 11), make_creature(kind, 11), make_creature(kind, 12)
+    for x, y in (
+        (a.mesh.vertices, b.mesh.vertices),
+        (a.mesh.faces, b.mesh.faces),
+        (a.mesh.part_ids, b.mesh.part_ids),
+        (a.skeleton.joints, b.skeleton.joints),
+        (a.skeleton.parents, b.skeleton.parents),
+        (a.skin.indices, b.skin.indices),
+        (a.skin.weights, b.skin.weights),
+    ):
+        assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
+    assert a.skeleton.names == b.skeleton.names
+    assert a.mesh.vertices.shape != c.mesh.vertices.shape or not np.array_equal(a.mesh.vertices, c.mesh.vertices)
+
+
+def test_random_creature_covers_kinds_and_is_deterministic():
+    kinds = {random_creature(seed).name.split("_")[0] for seed in range(40)}
+    assert kinds == set(CREATURE_KINDS)
+    assert random_creature(5).mesh.vertices.tobytes() == random_creature(5).mesh.vertices.tobytes()
+
+
+def test_unknown_kind_is_a_user_error():
+    with pytest.raises(Mesh3DError, match="unknown creature kind 'dragon'"):
+        make_creature("dragon", 0)
+
+
+@pytest.mark.parametrize("kind", CREATURE_KINDS)
+@pytest.mark.parametrize("seed", (0, 5))
+def test_joints_lie_inside_the_mesh(kind, seed):
+    # Every primitive is convex, so a joint is inside a part when it is behind all its face planes.
+    asset = make_creature(kind, seed)
+    v, f, parts = asset.mesh.vertices, asset.mesh.faces, asset.mesh.part_ids
+    joints = asset.skeleton.joints
+    outside = np.full(len(joints), np.inf)
+    for p in np.unique(parts):
+        tri = v[f[parts == p]]
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        keep = np.linalg.norm(n, axis=1) > 1e-15
+        n = n[keep] / np.linalg.norm(n[keep], axis=1, keepdims=True)
+        plane = ((joints[:, None] - tri[keep, 0][None]) * n[None]).sum(-1).max(1)
+        outside = np.minimum(outside, plane)
+    ok = outside <= 1e-9 * asset.mesh.diagonal
+    assert ok.all(), [n for n, good in zip(asset.skeleton.names, ok) if not good]
+
+
+@pytest.mark.parametrize("kind", CREATURE_KINDS)
+def test_faces_plus_z_and_head_above_ground(kind):
+    asset = make_creature(kind, 3)
+    names, joints = asset.skeleton.names, asset.skeleton.joints
+    front = joints[names.index("head")] if "head" in names else joints[names.index("cephalothorax")]
+    back = [joints[i] for i, n in enumerate(names) if n.startswith(("tail", "abdomen", "caudal"))]
+    assert all(front[2] > b[2] for b in back)
+    assert front[1] > 0
+
+
+@pytest.mark.parametrize("kind", BILATERAL)
+@pytest.mark.parametrize("seed", (0, 4))
+def test_bilateral_symmetry(kind, seed):
+    asset = make_creature(kind, seed)
+    names, joints = asset.skeleton.names, asset.skeleton.joints
+    mirror = np.array([-1.0, 1.0, 1.0])
+    tol = 1e-9 * asset.mesh.diagonal
+    lefts = [n for n in names if n.endswith(".L")]
+    assert lefts and len(lefts) == sum(n.endswith(".R") for n in names)
+    for n in lefts:
+        left, right = names.index(n), names.index(n[:-2] + ".R")
+        assert joints[left][0] > 0, f"{n} is not on the +X (left) side"
+        assert np.abs(joints[left] * mirror - joints[right]).max() < tol
+        assert names[asset.skeleton.parents[left]].replace(".L", ".R") == names[asset.skeleton.parents[right]]
+    centre = [i for i, n in enumerate(names) if not n.endswith((".L", ".R"))]
+    assert np.abs(joints[centre, 0]).max() < tol
+    gap, _ = cKDTree(asset.mesh.vertices).query(asset.mesh.vertices * mirror)
+    assert gap.max() < 1e-6 * asset.mesh.diagonal
+
+
+def test_humanoid_anatomy():
+    for seed in SEEDS:
+        asset = make_creature("humanoid", seed)
+        names, j = asset.skeleton.names, asset.skeleton.joints
+        y = {n: j[names.index(n)][1] for n in names}
+        assert 1.45 <= np.ptp(asset.mesh.vertices[:, 1]) <= 1.95, "an adult is about 1.5-1.9 m tall"
+        assert y["head"] > y["neck"] > y["spine_02"] > y["spine_01"] > y["hips"] > y["shin.L"] > y["foot.L"] > y["toe.L"] >= 0
+        assert y["upper_arm.L"] >= y["forearm.L"] >= y["hand.L"]
+        assert 0.4 < y["hips"] / np.ptp(asset.mesh.vertices[:, 1]) < 0.6
+
+
+def test_blends_smoothly_across_a_joint():
+    asset = make_creature("humanoid", 0)
+    names = asset.skeleton.names
+    knee = names.index("shin.L")
+    dense = asset.skin.dense(len(names))
+    shared = (dense[:, knee] > 0.2) & (dense[:, names.index("thigh.L")] > 0.2)
+    assert shared.sum() >= 10, "vertices around the knee follow both thigh and shin"
+    dist = np.linalg.norm(asset.mesh.vertices[shared] - asset.skeleton.joints[knee], axis=1)
+    assert dist.max() < 0.15, "blending stays near the knee"
+
+
+@pytest.mark.parametrize("kind", CREATURE_KINDS)
+def test_bending_one_joint_moves_only_its_subtree(kind):
+    asset = make_creature(kind, 2)
+    skel = asset.skeleton
+    joint = skel.names.index(BEND[kind])
+    rotvec = np.array([0.3, 0.9, -0.5])
+    posed = asset.posed_vertices(pose_animation(skel, {BEND[kind]: rotvec}))[0]
+    # With one joint turned, every skinning transform of its subtree is the same rotation R about
+    # the joint, so LBS moves each vertex by exactly w_subtree * (R - I) (v - joint).
+    q = np.append(np.sin(0.5 * np.linalg.norm(rotvec)) * rotvec / np.linalg.norm(rotvec), np.cos(0.5 * np.linalg.norm(rotvec)))
+    rot = quat_to_matrix(q)
+    w = asset.skin.dense(len(skel))[:, subtree(skel.parents, joint)].sum(1)
+    offset = asset.mesh.vertices - skel.joints[joint]
+    expected = asset.mesh.vertices + w[:, None] * (offset @ (rot - np.eye(3)).T)
+    assert np.abs(posed - expected).max() < 1e-9
+    moved = np.linalg.norm(posed - asset.mesh.vertices, axis=1) > 1e-12
+    assert not moved[w == 0].any(), "vertices outside the subtree stay put"
+    assert moved[w > 0.5].all() and (w > 0.5).sum() > 20
+
+
+def test_bent_elbow_moves_hand_rigidly_and_keeps_the_rest():
+    asset = make_creature("humanoid", 1)
+    skel = asset.skeleton
+    names = skel.names
+    posed = asset.posed_vertices(pose_animation(skel, {"forearm.L": (0.0, np.pi / 2, 0.0)}))[0]
+    dense = asset.skin.dense(len(skel))
+    arm = dense[:, [names.index("forearm.L"), names.index("hand.L")]].sum(1)
+    elbow = skel.joints[names.index("forearm.L")]
+    still = arm == 0
+    assert np.abs(posed[still] - asset.mesh.vertices[still]).max() < 1e-12
+    rigid = arm > 1 - 1e-12
+    before = np.linalg.norm(asset.mesh.vertices[rigid] - elbow, axis=1)
+    after = np.linalg.norm(posed[rigid] - elbow, axis=1)
+    assert np.allclose(before, after), "a fully weighted hand keeps its distance to the elbow"
+    # +90 degrees about +Y turns the left forearm (pointing +X) towards -Z.
+    wrist = skel.joints[names.index("hand.L")] - elbow
+    hand = posed[asset.skin.dense(len(skel))[:, names.index("hand.L")] > 0.99]
+    assert hand[:, 2].max() < elbow[2] - 0.5 * np.hypot(wrist[0], wrist[2])
+
+
+def test_pose_rejects_unknown_joint():
+    skel = make_creature("snake", 0).skeleton
+    with pytest.raises(Mesh3DError, match="no joint"):
+        pose_animation(skel, {"wing.L": (0, 0, 1)})
