@@ -34,7 +34,7 @@ import numpy as np
 from mesh3d.asset import Animation, Asset, Mesh, Skeleton, Skin
 from mesh3d.errors import Mesh3DError
 
-CREATURE_KINDS = ("humanoid", "quadruped", "bird", "fish", "snake", "spider", "insect")
+CREATURE_KINDS = ("humanoid", "quadruped", "dragon", "bird", "fish", "snake", "spider", "insect")
 
 SIDES = ((1.0, ".L"), (-1.0, ".R"))  # the left side of a creature facing +Z is at +X
 
@@ -70,21 +70,22 @@ def _lathe(z: np.ndarray, r: np.ndarray, sections: int, phase: float = 0.0) -> t
     return np.concatenate(verts), np.concatenate(faces)
 
 
-def _profile(shape: str, length: float, r0: float, r1: float, cap: float) -> tuple[np.ndarray, np.ndarray, int, float]:
+def _profile(shape: str, length: float, r0: float, r1: float, cap: float, sections: int) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Profile (z, r), sections and phase of a unit-aspect primitive along +z from 0 to ``length``.
 
     capsule: tube of radius r0 -> r1 with round caps of height ``cap * r`` beyond both ends.
     ellipsoid: spans exactly 0..length, equatorial radius r0. box: spans 0..length, half-width r0.
+    Fewer ``sections`` (around the axis) also mean fewer rings, for small parts like fingers.
     """
     if shape == "capsule":
-        phi = np.linspace(0, np.pi / 2, 4)
+        phi = np.linspace(0, np.pi / 2, 4 if sections > 6 else 3)
         mid = np.linspace(0, 1, 2 + int(np.clip(round(length / (2.5 * max(r0, r1))), 1, 3)))[1:-1]
         z = np.concatenate([-cap * r0 * np.cos(phi), mid * length, length + cap * r1 * np.cos(phi[::-1])])
         r = np.concatenate([r0 * np.sin(phi), r0 + (r1 - r0) * mid, r1 * np.sin(phi[::-1])])
-        return z, r, 10, 0.0
+        return z, r, sections, 0.0
     if shape == "ellipsoid":
-        phi = np.linspace(0, np.pi, 8)
-        return length / 2 * (1 - np.cos(phi)), r0 * np.sin(phi), 10, 0.0
+        phi = np.linspace(0, np.pi, 8 if sections > 6 else 5)
+        return length / 2 * (1 - np.cos(phi)), r0 * np.sin(phi), sections, 0.0
     if shape == "box":
         # A square prism whose corners lie at (+-r0, +-r0): 4 sections turned by 45 degrees.
         c = r0 * np.sqrt(2)
@@ -139,19 +140,21 @@ class _Builder:
         up=(0.0, 1.0, 0.0),
         child: Optional[str] = None,
         cap: float = 1.0,
+        sections: int = 10,
     ) -> None:
         """Add a primitive from point ``a`` to ``b`` skinned to ``bone``.
 
         r0, r1: cross radius (half-width) at a and b (r1 only for capsules); the cross-section is
         ``aspect`` times thicker along the direction nearest to ``up`` than across it. Vertices
         blend with the bone's parent around the bone's joint and with ``child`` around the child
-        joint, over a width equal to the local radius, measured along a -> b.
+        joint, over a width equal to the local radius, measured along a -> b. sections: vertices
+        around the axis (even, so that mirrored parts are mirror images).
         """
         a, b = np.asarray(a, float), np.asarray(b, float)
         r1 = r0 if r1 is None else r1
         length = float(np.linalg.norm(b - a))
         d = (b - a) / length
-        z, r, sections, phase = _profile(shape, length, r0, r1, cap)
+        z, r, sections, phase = _profile(shape, length, r0, r1, cap, sections)
         local, faces = _lathe(z, r, sections, phase)
         local[:, 1] *= aspect
         verts = a + local @ _frame(d, up)
@@ -218,6 +221,7 @@ def _humanoid(rng: np.random.Generator) -> _Builder:
     shoulder_w = height * u(0.1, 0.13)
     arm = [height * u(0.16, 0.19), height * u(0.14, 0.16), height * u(0.09, 0.11)]
     drop = np.radians(u(0.0, 45.0))  # 0 = T-pose, 45 = A-pose
+    n_fingers = int(rng.choice([0, 4, 5]))  # mitten, cartoon (thumb + 3) or full hand
     n_spine = int(rng.integers(2, 5))
     waist = height * u(0.07, 0.09) * thick
     chest = shoulder_w * u(0.75, 0.9) * np.sqrt(thick)
@@ -256,7 +260,7 @@ def _humanoid(rng: np.random.Generator) -> _Builder:
         bld.part("shoulder" + tag, clav, upper, 0.04 * height * thick, 0.045 * height * thick, child="upper_arm" + tag)
         bld.part("upper_arm" + tag, upper, elbow, 0.033 * height * thick, 0.027 * height * thick, child="forearm" + tag)
         bld.part("forearm" + tag, elbow, wrist, 0.026 * height * thick, 0.02 * height * thick, child="hand" + tag)
-        bld.part("hand" + tag, wrist, wrist + arm[2] * direction, 0.03 * height, shape="box", aspect=0.35)
+        _hand(bld, tag, wrist, direction, arm[2], 0.03 * height, n_fingers)
 
         hip = bld.joint("thigh" + tag, (s * hip_w, leg, 0), "hips")
         knee = bld.joint("shin" + tag, (s * (hip_w + stance / 2), knee_y, 0.012 * height), "thigh" + tag)
@@ -270,7 +274,51 @@ def _humanoid(rng: np.random.Generator) -> _Builder:
     return bld
 
 
-def _quadruped(rng: np.random.Generator) -> _Builder:
+def _hand(bld: _Builder, tag: str, wrist: np.ndarray, direction: np.ndarray, length: float, half_width: float, n_fingers: int) -> None:
+    """A palm-down hand along ``direction`` from ``wrist``: a box, or a palm with a thumb (pointing
+    forward, +Z) and ``n_fingers - 1`` fingers of three joints each."""
+    hand = "hand" + tag
+    if n_fingers == 0:
+        bld.part(hand, wrist, wrist + length * direction, half_width, shape="box", aspect=0.35)
+        return
+    knuckle = wrist + 0.45 * length * direction
+    bld.part(hand, wrist, knuckle, half_width, shape="box", aspect=0.4)
+    forward = np.array([0.0, 0.0, 1.0])
+    names = ["index", "middle", "ring", "pinky"][: n_fingers - 1]
+    reach = [0.9, 1.0, 0.93, 0.75]
+    chains = [("thumb", wrist + 0.12 * length * direction + 0.6 * half_width * forward, _unit(0.55 * direction + 0.8 * forward), 0.5 * length, 0.23 * half_width)]
+    for k, name in enumerate(names):
+        across = 0.75 * half_width * (1 - 2 * k / (len(names) - 1))
+        chains.append((name, knuckle + across * forward, direction, 0.55 * length * reach[k], 0.18 * half_width))
+    for name, root, along, finger_len, radius in chains:
+        points = root + finger_len * np.cumsum([0.0, 0.45, 0.3, 0.25])[:, None] * along
+        joints = [f"{name}_{i + 1:02d}{tag}" for i in range(3)]
+        for i, joint in enumerate(joints):
+            bld.joint(joint, points[i], joints[i - 1] if i else hand)
+        for i, joint in enumerate(joints):
+            bld.part(joint, points[i], points[i + 1], radius, radius * 0.9, child=joints[i + 1] if i < 2 else None, sections=6)
+
+
+def _wing(bld: _Builder, tag: str, names: tuple[str, ...], parent: str, root, upper, half_span: float, chord: float, dihedral: float, bone_r: float) -> None:
+    """A spread wing: a root bone from ``root`` to ``upper``, then upper wing, forearm and hand
+    bones reaching sideways ``half_span`` metres, with flat panels of width ``chord`` trailing
+    backwards. names: the four joint names from the root outwards."""
+    side = np.sign(upper[0] - root[0])
+    out = np.array([side * np.cos(dihedral), np.sin(dihedral), -0.1])
+    bld.joint(names[0] + tag, root, parent)
+    bld.joint(names[1] + tag, upper, names[0] + tag)
+    elbow = bld.joint(names[2] + tag, upper + 0.3 * half_span * out, names[1] + tag)
+    wrist = bld.joint(names[3] + tag, elbow + 0.33 * half_span * out + (0, 0, 0.03 * half_span), names[2] + tag)
+    tip = wrist + 0.37 * half_span * out - (0, 0, 0.05 * half_span)
+    back = np.array([0.0, 0.0, -1.0])
+    bld.part(names[0] + tag, root, upper, bone_r, child=names[1] + tag)
+    bld.part(names[1] + tag, upper + 0.35 * chord * back, elbow + 0.35 * chord * back, 0.5 * chord, shape="box", aspect=0.08, child=names[2] + tag)
+    bld.part(names[2] + tag, elbow + 0.35 * chord * back, wrist + 0.35 * chord * back, 0.5 * chord, shape="box", aspect=0.08, child=names[3] + tag)
+    bld.part(names[3] + tag, wrist + 0.3 * chord * back, tip + 0.2 * chord * back, 0.45 * chord, shape="ellipsoid", aspect=0.1)
+
+
+def _quadruped(rng: np.random.Generator, winged: bool = False) -> _Builder:
+    """A four-legged animal; ``winged`` makes a dragon (long tail, horns, wings on the back)."""
     u = rng.uniform
     withers = u(0.4, 1.6)  # shoulder height
     leg_frac = u(0.45, 0.7)
@@ -288,6 +336,13 @@ def _quadruped(rng: np.random.Generator) -> _Builder:
     tail_len = body_len * u(0.2, 1.0)
     tail_droop = np.radians(u(10, 60))
     has_jaw = rng.random() < 0.5
+    if winged:
+        n_tail = int(rng.integers(5, 9))
+        tail_len = body_len * u(0.9, 1.6)
+        half_span = body_len * u(0.8, 1.4)
+        chord = body_len * u(0.3, 0.5)
+        dihedral = np.radians(u(0, 35))
+        horn = withers * u(0.08, 0.25)
 
     bld = _Builder()
     spine_y = withers - 0.2 * depth
@@ -307,8 +362,10 @@ def _quadruped(rng: np.random.Generator) -> _Builder:
     if has_jaw:
         jaw = bld.joint("jaw", head + head_len * (0.25 * snout - (0, 0.12, 0)), "head")
     tails = [f"tail_{i + 1:02d}" for i in range(n_tail)]
-    tail_dir = np.array([0.0, -np.sin(tail_droop), -np.cos(tail_droop)])
     tail_base = hips - (0, 0.05 * depth, 0.25 * width)
+    # A long tail droops less, so that its tip stays above the ground the feet stand on.
+    tail_droop = min(tail_droop, np.arcsin(min(1.0, 0.75 * tail_base[1] / tail_len)))
+    tail_dir = np.array([0.0, -np.sin(tail_droop), -np.cos(tail_droop)])
     for i, name in enumerate(tails):
         bld.joint(name, tail_base + tail_len * i / n_tail * tail_dir, tails[i - 1] if i else "hips")
 
@@ -328,7 +385,7 @@ def _quadruped(rng: np.random.Generator) -> _Builder:
     bld.part("head", head - 0.2 * head_len * snout, head + head_len * snout, head_r, shape="ellipsoid", aspect=u(0.9, 1.2))
     if has_jaw:
         bld.part("jaw", jaw, jaw + 0.7 * head_len * snout - (0, 0.05 * head_len, 0), 0.45 * head_r, 0.25 * head_r, aspect=0.6)
-    tail_r = width * u(0.08, 0.18)
+    tail_r = width * (u(0.25, 0.35) if winged else u(0.1, 0.22))
     for i, name in enumerate(tails):
         end = bld.pos(tails[i + 1]) if i + 1 < n_tail else tail_base + tail_len * tail_dir
         bld.part(name, bld.pos(name), end, tail_r * (1 - 0.7 * i / n_tail), tail_r * (1 - 0.7 * (i + 1) / n_tail), child=tails[i + 1] if i + 1 < n_tail else None)
@@ -367,6 +424,12 @@ def _quadruped(rng: np.random.Generator) -> _Builder:
         bld.part("forearm" + tag, elbow, wrist, leg_r * 0.95, leg_r * 0.7, child="front_foot" + tag)
         bld.part("front_foot" + tag, wrist, fball, leg_r * 0.7, leg_r * 0.65, child="front_toe" + tag)
         bld.part("front_toe" + tag, fball, fball + (0, -0.02 * h, 0.12 * h), leg_r * 0.75, shape="box", aspect=0.6)
+
+        if winged:
+            root = np.array([s * 0.2 * width, spine_y + 0.05 * depth, chest[2] - 0.1 * body_len])
+            _wing(bld, tag, ("wing_root", "upper_wing", "forearm_wing", "hand_wing"), spine[-1], root, root + (s * 0.3 * width, 0.1 * width, 0), half_span, chord, dihedral, leg_r)
+            base = head + head_r * np.array([s * 0.5, 0.6, -0.2])
+            bld.part("head", base, base + horn * _unit([s * 0.3, 0.6, -1.0]), 0.3 * head_r, 0.03 * head_r, sections=6)
     return bld
 
 
@@ -426,20 +489,9 @@ def _bird(rng: np.random.Generator) -> _Builder:
     bld.part(tails[-1], fan, fan + tail_len * u(0.6, 1.0) * tail_dir, body * u(0.12, 0.2), shape="ellipsoid", aspect=0.12)
 
     for s, tag in SIDES:
-        # Wings spread sideways, panels trailing backwards from the wing bones.
-        out = np.array([s * np.cos(dihedral), np.sin(dihedral), -0.1])
         root = chest + (s * 0.45 * girth, 0.5 * girth, -0.05 * body)
         upper = root + (s * 0.35 * girth, 0.1 * girth, 0)
-        bld.joint("shoulder" + tag, root, spine[-1])
-        bld.joint("upper_wing" + tag, upper, "shoulder" + tag)
-        elbow = bld.joint("forearm_wing" + tag, upper + 0.3 * half_span * out, "upper_wing" + tag)
-        wrist = bld.joint("hand_wing" + tag, elbow + 0.33 * half_span * out + (0, 0, 0.03 * half_span), "forearm_wing" + tag)
-        wing_tip = wrist + 0.37 * half_span * out - (0, 0, 0.05 * half_span)
-        back = np.array([0.0, 0.0, -1.0])
-        bld.part("shoulder" + tag, root, upper, 0.3 * girth, child="upper_wing" + tag)
-        bld.part("upper_wing" + tag, upper + 0.35 * chord * back, elbow + 0.35 * chord * back, 0.5 * chord, 0.5 * chord, shape="box", aspect=0.08, child="forearm_wing" + tag)
-        bld.part("forearm_wing" + tag, elbow + 0.35 * chord * back, wrist + 0.35 * chord * back, 0.5 * chord, 0.45 * chord, shape="box", aspect=0.08, child="hand_wing" + tag)
-        bld.part("hand_wing" + tag, wrist + 0.3 * chord * back, wing_tip + 0.2 * chord * back, 0.45 * chord, shape="ellipsoid", aspect=0.1)
+        _wing(bld, tag, ("shoulder", "upper_wing", "forearm_wing", "hand_wing"), spine[-1], root, upper, half_span, chord, dihedral, 0.3 * girth)
 
         # Legs: thigh hidden in the body, shin down to the ankle, long foot bone, toes forward.
         hip = hips + (s * 0.5 * girth, -0.4 * girth, 0.05 * body)
@@ -559,7 +611,7 @@ def _leg(bld: _Builder, prefix: str, tag: str, parent: str, root, out, rise: flo
     for i, name in enumerate(names):
         child = prefix + names[i + 1] + tag if i + 1 < len(names) else None
         f0, f1 = 1 - 0.5 * i / len(names), 1 - 0.5 * (i + 1) / len(names)
-        bld.part(prefix + name + tag, points[i], points[i + 1], radius * f0, radius * f1, child=child)
+        bld.part(prefix + name + tag, points[i], points[i + 1], radius * f0, radius * f1, child=child, sections=8)
 
 
 def _spider(rng: np.random.Generator) -> _Builder:
@@ -632,6 +684,7 @@ def _insect(rng: np.random.Generator) -> _Builder:
 _BUILDERS = {
     "humanoid": _humanoid,
     "quadruped": _quadruped,
+    "dragon": lambda rng: _quadruped(rng, winged=True),
     "bird": _bird,
     "fish": _fish,
     "snake": _snake,
@@ -648,7 +701,8 @@ def make_creature(kind: str, seed: int) -> Asset:
     """
     if kind not in _BUILDERS:
         raise Mesh3DError(f"unknown creature kind {kind!r}; use one of {', '.join(CREATURE_KINDS)}")
-    rng = np.random.default_rng([seed, CREATURE_KINDS.index(kind)])
+    # Seeding by the kind's name (not its position in the list) keeps creatures stable when kinds are added.
+    rng = np.random.default_rng([seed, zlib.crc32(kind.encode())])
     return _BUILDERS[kind](rng).asset(f"{kind}_{seed}")
 
 

@@ -9,12 +9,13 @@ from mesh3d.errors import Mesh3DError
 from mesh3d.geometry.transforms import quat_to_matrix
 
 SEEDS = (0, 1, 2, 3)
-BILATERAL = ("humanoid", "quadruped", "bird", "fish", "spider", "insect")
+BILATERAL = ("humanoid", "quadruped", "dragon", "bird", "fish", "spider", "insect")
 
 # Joints an artist would put in each kind (a subset of what is built).
 EXPECTED_JOINTS = {
     "humanoid": ["hips", "spine_01", "spine_02", "neck", "head", "shoulder.L", "upper_arm.L", "forearm.L", "hand.L", "thigh.L", "shin.L", "foot.L", "toe.L"],
     "quadruped": ["hips", "spine_01", "neck_01", "head", "tail_01", "tail_02", "shoulder.L", "upper_arm.L", "forearm.L", "front_foot.L", "thigh.L", "shin.L", "hind_foot.L", "hind_toe.R"],
+    "dragon": ["hips", "spine_01", "head", "tail_05", "thigh.L", "upper_arm.R", "wing_root.L", "upper_wing.L", "forearm_wing.R", "hand_wing.L"],
     "bird": ["hips", "spine_01", "neck_01", "neck_02", "head", "tail_01", "shoulder.L", "upper_wing.L", "forearm_wing.L", "hand_wing.R", "thigh.L", "shin.L", "foot.L", "toe.L"],
     "fish": ["spine_01", "head", "tail_01", "tail_02", "caudal_fin", "dorsal_fin", "pectoral_fin.L", "pectoral_fin.R"],
     "snake": ["spine_01", "head", "spine_06", "tail_01", "tail_02"],
@@ -26,6 +27,7 @@ EXPECTED_JOINTS = {
 SIZE_RANGE = {
     "humanoid": (1.4, 2.1),
     "quadruped": (1.0, 4.5),
+    "dragon": (1.0, 7.0),
     "bird": (0.3, 3.0),
     "fish": (0.2, 1.8),
     "snake": (1.0, 4.2),
@@ -37,6 +39,7 @@ SIZE_RANGE = {
 BEND = {
     "humanoid": "forearm.L",
     "quadruped": "shin.R",
+    "dragon": "forearm_wing.R",
     "bird": "forearm_wing.L",
     "fish": "tail_02",
     "snake": "spine_04",
@@ -100,8 +103,8 @@ def test_random_creature_covers_kinds_and_is_deterministic():
 
 
 def test_unknown_kind_is_a_user_error():
-    with pytest.raises(Mesh3DError, match="unknown creature kind 'dragon'"):
-        make_creature("dragon", 0)
+    with pytest.raises(Mesh3DError, match="unknown creature kind 'unicorn'"):
+        make_creature("unicorn", 0)
 
 
 @pytest.mark.parametrize("kind", CREATURE_KINDS)
@@ -121,6 +124,19 @@ def test_joints_lie_inside_the_mesh(kind, seed):
         outside = np.minimum(outside, plane)
     ok = outside <= 1e-9 * asset.mesh.diagonal
     assert ok.all(), [n for n, good in zip(asset.skeleton.names, ok) if not good]
+
+
+@pytest.mark.parametrize("kind", ["humanoid", "quadruped", "dragon", "bird", "spider", "insect"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_foot_stands_on_the_ground(kind, seed):
+    asset = make_creature(kind, seed)
+    names = asset.skeleton.names
+    feet = [j for j, n in enumerate(names) if n.split(".")[0].endswith(("toe", "metatarsus", "tarsus"))]
+    assert len(feet) in (2, 4, 6, 8)
+    owner = asset.skin.indices[:, 0]  # the largest influence
+    height = np.ptp(asset.mesh.vertices[:, 1])
+    for j in feet:
+        assert asset.mesh.vertices[owner == j, 1].min() < 0.02 * height, f"{names[j]} does not reach the ground"
 
 
 @pytest.mark.parametrize("kind", CREATURE_KINDS)
@@ -164,6 +180,16 @@ def test_humanoid_anatomy():
         assert 0.4 < y["hips"] / np.ptp(asset.mesh.vertices[:, 1]) < 0.6
 
 
+def test_humanoid_hands_vary_from_mittens_to_five_fingers():
+    fingers = set()
+    for seed in range(8):
+        names = make_creature("humanoid", seed).skeleton.names
+        chains = [n for n in ("thumb", "index", "middle", "ring", "pinky") if f"{n}_01.L" in names]
+        assert all(f"{c}_03.R" in names for c in chains)
+        fingers.add(len(chains))
+    assert fingers == {0, 4, 5}
+
+
 def test_blends_smoothly_across_a_joint():
     asset = make_creature("humanoid", 0)
     names = asset.skeleton.names
@@ -201,7 +227,7 @@ def test_bent_elbow_moves_hand_rigidly_and_keeps_the_rest():
     names = skel.names
     posed = asset.posed_vertices(pose_animation(skel, {"forearm.L": (0.0, np.pi / 2, 0.0)}))[0]
     dense = asset.skin.dense(len(skel))
-    arm = dense[:, [names.index("forearm.L"), names.index("hand.L")]].sum(1)
+    arm = dense[:, subtree(skel.parents, names.index("forearm.L"))].sum(1)
     elbow = skel.joints[names.index("forearm.L")]
     still = arm == 0
     assert np.abs(posed[still] - asset.mesh.vertices[still]).max() < 1e-12
