@@ -333,7 +333,7 @@ def _quadruped(rng: np.random.Generator, winged: bool = False) -> _Builder:
     neck_angle = np.radians(u(20, 65))
     head_len = withers * u(0.25, 0.4)
     snout_drop = np.radians(u(0, 40))
-    tail_len = body_len * u(0.2, 1.0)
+    tail_len = body_len * u(0.2, 0.8)
     tail_droop = np.radians(u(10, 60))
     has_jaw = rng.random() < 0.5
     if winged:
@@ -449,6 +449,7 @@ def _bird(rng: np.random.Generator) -> _Builder:
     dihedral = np.radians(u(-10, 25))
     n_tail = int(rng.integers(1, 4))
     tail_len = body * u(0.2, 0.6)
+    fan_len = tail_len * u(0.6, 1.0)
     leg_r = body * u(0.02, 0.03)
 
     bld = _Builder()
@@ -465,7 +466,10 @@ def _bird(rng: np.random.Generator) -> _Builder:
         bld.joint(name, base + neck_len * i / n_neck * neck_dir, necks[i - 1] if i else spine[-1])
     head = bld.joint("head", base + neck_len * neck_dir, necks[-1])
     tails = [f"tail_{i + 1:02d}" for i in range(n_tail)]
-    tail_dir = _unit(-fwd - np.array([0.0, 0.2, 0.0]))
+    # The tail points back and down, but never so far down that the fan reaches the ground.
+    reach = 0.15 * body + tail_len + fan_len
+    tail_pitch = min(tilt + 0.2, np.arcsin(min(1.0, 0.75 * hips[1] / reach)))
+    tail_dir = np.array([0.0, -np.sin(tail_pitch), -np.cos(tail_pitch)])
     for i, name in enumerate(tails):
         bld.joint(name, hips + (0.15 * body + tail_len * i / n_tail) * tail_dir, tails[i - 1] if i else "hips")
 
@@ -486,7 +490,7 @@ def _bird(rng: np.random.Generator) -> _Builder:
         end = bld.pos(tails[i + 1]) if i + 1 < n_tail else hips + (0.15 * body + tail_len) * tail_dir
         bld.part(name, bld.pos(name), end, girth * 0.35, girth * 0.25, aspect=0.6, child=tails[i + 1] if i + 1 < n_tail else None)
     fan = bld.pos(tails[-1])
-    bld.part(tails[-1], fan, fan + tail_len * u(0.6, 1.0) * tail_dir, body * u(0.12, 0.2), shape="ellipsoid", aspect=0.12)
+    bld.part(tails[-1], fan, fan + fan_len * tail_dir, body * u(0.12, 0.2), shape="ellipsoid", aspect=0.12)
 
     for s, tag in SIDES:
         root = chest + (s * 0.45 * girth, 0.5 * girth, -0.05 * body)

@@ -25,10 +25,10 @@ EXPECTED_JOINTS = {
 
 # (min, max) of the largest bounding-box side, in metres.
 SIZE_RANGE = {
-    "humanoid": (1.4, 2.1),
-    "quadruped": (1.0, 4.5),
-    "dragon": (1.0, 7.0),
-    "bird": (0.3, 3.0),
+    "humanoid": (1.4, 2.2),
+    "quadruped": (0.6, 6.0),
+    "dragon": (1.0, 8.0),
+    "bird": (0.3, 3.6),
     "fish": (0.2, 1.8),
     "snake": (1.0, 4.2),
     "spider": (0.08, 2.0),
@@ -57,10 +57,10 @@ def subtree(parents: np.ndarray, root: int) -> np.ndarray:
     return mask
 
 
-@pytest.mark.parametrize("kind", CREATURE_KINDS)
-@pytest.mark.parametrize("seed", SEEDS)
-def test_builds_valid_rigged_low_poly_asset(kind, seed):
-    asset = make_creature(kind, seed)
+LEGGED = ("humanoid", "quadruped", "dragon", "bird", "spider", "insect")
+
+
+def check_valid(kind, asset):
     mesh, skel, skin = asset.mesh, asset.skeleton, asset.skin
     assert not asset.animations
     assert 200 < len(mesh.vertices) <= 4000, "low-poly: a few thousand vertices at most"
@@ -77,6 +77,86 @@ def test_builds_valid_rigged_low_poly_asset(kind, seed):
     assert set(EXPECTED_JOINTS[kind]) <= set(skel.names)
     lo, hi = SIZE_RANGE[kind]
     assert lo <= np.ptp(mesh.vertices, axis=0).max() <= hi
+
+
+def check_joints_inside(asset):
+    # Every primitive is convex, so a joint is inside a part when it is behind all its face planes.
+    v, f, parts = asset.mesh.vertices, asset.mesh.faces, asset.mesh.part_ids
+    joints = asset.skeleton.joints
+    outside = np.full(len(joints), np.inf)
+    for p in np.unique(parts):
+        tri = v[f[parts == p]]
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        keep = np.linalg.norm(n, axis=1) > 1e-15
+        n = n[keep] / np.linalg.norm(n[keep], axis=1, keepdims=True)
+        plane = ((joints[:, None] - tri[keep, 0][None]) * n[None]).sum(-1).max(1)
+        outside = np.minimum(outside, plane)
+    ok = outside <= 1e-9 * asset.mesh.diagonal
+    assert ok.all(), [n for n, good in zip(asset.skeleton.names, ok) if not good]
+
+
+def check_feet_on_ground(asset):
+    names = asset.skeleton.names
+    feet = [j for j, n in enumerate(names) if n.split(".")[0].endswith(("toe", "metatarsus", "tarsus"))]
+    assert len(feet) in (2, 4, 6, 8)
+    owner = asset.skin.indices[:, 0]  # the largest influence
+    height = np.ptp(asset.mesh.vertices[:, 1])
+    for j in feet:
+        assert asset.mesh.vertices[owner == j, 1].min() < 0.02 * height, f"{names[j]} does not reach the ground"
+
+
+def check_symmetry(asset):
+    names, joints = asset.skeleton.names, asset.skeleton.joints
+    mirror = np.array([-1.0, 1.0, 1.0])
+    tol = 1e-9 * asset.mesh.diagonal
+    lefts = [n for n in names if n.endswith(".L")]
+    assert lefts and len(lefts) == sum(n.endswith(".R") for n in names)
+    for n in lefts:
+        left, right = names.index(n), names.index(n[:-2] + ".R")
+        assert joints[left][0] > 0, f"{n} is not on the +X (left) side"
+        assert np.abs(joints[left] * mirror - joints[right]).max() < tol
+        assert names[asset.skeleton.parents[left]].replace(".L", ".R") == names[asset.skeleton.parents[right]]
+    centre = [i for i, n in enumerate(names) if not n.endswith((".L", ".R"))]
+    assert np.abs(joints[centre, 0]).max() < tol
+    gap, _ = cKDTree(asset.mesh.vertices).query(asset.mesh.vertices * mirror)
+    assert gap.max() < 1e-6 * asset.mesh.diagonal
+
+
+@pytest.mark.parametrize("kind", CREATURE_KINDS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_builds_valid_rigged_low_poly_asset(kind, seed):
+    check_valid(kind, make_creature(kind, seed))
+
+
+@pytest.mark.parametrize("kind", CREATURE_KINDS)
+@pytest.mark.parametrize("seed", (0, 5))
+def test_joints_lie_inside_the_mesh(kind, seed):
+    check_joints_inside(make_creature(kind, seed))
+
+
+@pytest.mark.parametrize("kind", LEGGED)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_foot_stands_on_the_ground(kind, seed):
+    check_feet_on_ground(make_creature(kind, seed))
+
+
+@pytest.mark.parametrize("kind", BILATERAL)
+@pytest.mark.parametrize("seed", (0, 4))
+def test_bilateral_symmetry(kind, seed):
+    check_symmetry(make_creature(kind, seed))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", CREATURE_KINDS)
+def test_many_seeds_pass_every_check(kind):
+    for seed in range(100):
+        asset = make_creature(kind, seed)
+        check_valid(kind, asset)
+        check_joints_inside(asset)
+        if kind in LEGGED:
+            check_feet_on_ground(asset)
+        if kind in BILATERAL:
+            check_symmetry(asset)
 
 
 @pytest.mark.parametrize("kind", CREATURE_KINDS)
@@ -108,38 +188,6 @@ def test_unknown_kind_is_a_user_error():
 
 
 @pytest.mark.parametrize("kind", CREATURE_KINDS)
-@pytest.mark.parametrize("seed", (0, 5))
-def test_joints_lie_inside_the_mesh(kind, seed):
-    # Every primitive is convex, so a joint is inside a part when it is behind all its face planes.
-    asset = make_creature(kind, seed)
-    v, f, parts = asset.mesh.vertices, asset.mesh.faces, asset.mesh.part_ids
-    joints = asset.skeleton.joints
-    outside = np.full(len(joints), np.inf)
-    for p in np.unique(parts):
-        tri = v[f[parts == p]]
-        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        keep = np.linalg.norm(n, axis=1) > 1e-15
-        n = n[keep] / np.linalg.norm(n[keep], axis=1, keepdims=True)
-        plane = ((joints[:, None] - tri[keep, 0][None]) * n[None]).sum(-1).max(1)
-        outside = np.minimum(outside, plane)
-    ok = outside <= 1e-9 * asset.mesh.diagonal
-    assert ok.all(), [n for n, good in zip(asset.skeleton.names, ok) if not good]
-
-
-@pytest.mark.parametrize("kind", ["humanoid", "quadruped", "dragon", "bird", "spider", "insect"])
-@pytest.mark.parametrize("seed", SEEDS)
-def test_every_foot_stands_on_the_ground(kind, seed):
-    asset = make_creature(kind, seed)
-    names = asset.skeleton.names
-    feet = [j for j, n in enumerate(names) if n.split(".")[0].endswith(("toe", "metatarsus", "tarsus"))]
-    assert len(feet) in (2, 4, 6, 8)
-    owner = asset.skin.indices[:, 0]  # the largest influence
-    height = np.ptp(asset.mesh.vertices[:, 1])
-    for j in feet:
-        assert asset.mesh.vertices[owner == j, 1].min() < 0.02 * height, f"{names[j]} does not reach the ground"
-
-
-@pytest.mark.parametrize("kind", CREATURE_KINDS)
 def test_faces_plus_z_and_head_above_ground(kind):
     asset = make_creature(kind, 3)
     names, joints = asset.skeleton.names, asset.skeleton.joints
@@ -147,26 +195,6 @@ def test_faces_plus_z_and_head_above_ground(kind):
     back = [joints[i] for i, n in enumerate(names) if n.startswith(("tail", "abdomen", "caudal"))]
     assert all(front[2] > b[2] for b in back)
     assert front[1] > 0
-
-
-@pytest.mark.parametrize("kind", BILATERAL)
-@pytest.mark.parametrize("seed", (0, 4))
-def test_bilateral_symmetry(kind, seed):
-    asset = make_creature(kind, seed)
-    names, joints = asset.skeleton.names, asset.skeleton.joints
-    mirror = np.array([-1.0, 1.0, 1.0])
-    tol = 1e-9 * asset.mesh.diagonal
-    lefts = [n for n in names if n.endswith(".L")]
-    assert lefts and len(lefts) == sum(n.endswith(".R") for n in names)
-    for n in lefts:
-        left, right = names.index(n), names.index(n[:-2] + ".R")
-        assert joints[left][0] > 0, f"{n} is not on the +X (left) side"
-        assert np.abs(joints[left] * mirror - joints[right]).max() < tol
-        assert names[asset.skeleton.parents[left]].replace(".L", ".R") == names[asset.skeleton.parents[right]]
-    centre = [i for i, n in enumerate(names) if not n.endswith((".L", ".R"))]
-    assert np.abs(joints[centre, 0]).max() < tol
-    gap, _ = cKDTree(asset.mesh.vertices).query(asset.mesh.vertices * mirror)
-    assert gap.max() < 1e-6 * asset.mesh.diagonal
 
 
 def test_humanoid_anatomy():
