@@ -178,6 +178,22 @@ class _Builder:
             w[:, j] -= wc
         self.parts.append((verts, faces, w))
 
+    def chain(self, names: list[str], points, parent: Optional[str], radii, **part_kw) -> None:
+        """A line of joints ``names`` at ``points[:len(names)]``, each the child of the one before
+        (the first of ``parent``), with a capsule from each point to the next.
+
+        points: (len(names) or len(names) + 1, 3); an extra last point is the tip of the last
+        bone. radii: radius at each point; capsules are made for the first ``len(radii) - 1``
+        segments only (``[]`` for joints alone), each blending into the next joint of the line.
+        part_kw: passed to :meth:`part`.
+        """
+        points = np.asarray(points, float)
+        for i, name in enumerate(names):
+            self.joint(name, points[i], names[i - 1] if i else parent)
+        for i in range(len(radii) - 1):
+            child = names[i + 1] if i + 1 < len(names) else None
+            self.part(names[i], points[i], points[i + 1], radii[i], radii[i + 1], child=child, **part_kw)
+
     def asset(self, name: str) -> Asset:
         """Merge the parts, put the lowest vertex on y = 0 and return the rigged asset."""
         num_joints = len(self.names)
@@ -226,48 +242,40 @@ def _humanoid(rng: np.random.Generator) -> _Builder:
     waist = height * u(0.07, 0.09) * thick
     chest = shoulder_w * u(0.75, 0.9) * np.sqrt(thick)
     depth = u(0.55, 0.75)  # torso depth / width
+    head_r = head_h * u(0.36, 0.42)
+    head_aspect = u(1.05, 1.25)
 
     bld = _Builder()
     neck_y = height - head_h - neck_len
-    hips_y = leg + 0.03 * height
-    bld.joint("hips", (0, hips_y, 0), None)
-    spine = [f"spine_{i + 1:02d}" for i in range(n_spine)]
-    for i, name in enumerate(spine):
-        frac = 0.12 + 0.6 * i / (n_spine - 1)
-        bld.joint(name, (0, hips_y + frac * (neck_y - hips_y), -0.01 * height * np.sin(np.pi * frac)), spine[i - 1] if i else "hips")
-    bld.joint("neck", (0, neck_y, 0), spine[-1])
-    bld.joint("head", (0, neck_y + neck_len, 0.01 * height), "neck")
-
-    # Torso: pelvis, one segment per spine joint widening to the chest, neck and head.
-    bld.part("hips", (0, hips_y - 0.07 * height, 0), (0, hips_y + 0.05 * height, 0), waist * 1.1, shape="ellipsoid", aspect=depth, up=(0, 0, 1), child=spine[0])
-    for i, name in enumerate(spine):
-        top = bld.pos(spine[i + 1]) if i + 1 < n_spine else bld.pos("neck")
-        r0 = waist + (chest - waist) * i / n_spine
-        r1 = waist + (chest - waist) * (i + 1) / n_spine
-        nxt = spine[i + 1] if i + 1 < n_spine else "neck"
-        bld.part(name, bld.pos(name), top, r0, r1, aspect=depth, up=(0, 0, 1), child=nxt, cap=0.35)
-    bld.part("neck", bld.pos("neck"), bld.pos("head"), 0.035 * height * thick, child="head")
-    head = bld.pos("head")
-    bld.part("head", head - (0, 0.15 * head_h, -0.01 * height), head + (0, 0.9 * head_h, 0.01 * height), head_h * u(0.36, 0.42), shape="ellipsoid", aspect=u(1.05, 1.25), up=(0, 0, 1))
+    hips = bld.joint("hips", (0, leg + 0.03 * height, 0), None)
+    # Spine joints from just above the hips to the chest, bending slightly backwards; then the neck.
+    frac = 0.12 + 0.6 * np.arange(n_spine) / (n_spine - 1)
+    spine = np.stack([np.zeros(n_spine), hips[1] + frac * (neck_y - hips[1]), -0.01 * height * np.sin(np.pi * frac)], 1)
+    names = [f"spine_{i + 1:02d}" for i in range(n_spine)]
+    radii = waist + (chest - waist) * np.arange(n_spine + 1) / n_spine
+    bld.chain(names + ["neck"], np.vstack([spine, [0, neck_y, 0]]), "hips", radii, aspect=depth, up=(0, 0, 1), cap=0.35)
+    bld.part("hips", hips - (0, 0.07 * height, 0), hips + (0, 0.05 * height, 0), waist * 1.1, shape="ellipsoid", aspect=depth, up=(0, 0, 1), child=names[0])
+    head = bld.joint("head", (0, neck_y + neck_len, 0.01 * height), "neck")
+    bld.part("neck", bld.pos("neck"), head, 0.035 * height * thick, child="head")
+    bld.part("head", head - (0, 0.15 * head_h, -0.01 * height), head + (0, 0.9 * head_h, 0.01 * height), head_r, shape="ellipsoid", aspect=head_aspect, up=(0, 0, 1))
 
     shoulder_y = neck_y - 0.025 * height
     for s, tag in SIDES:
         direction = np.array([s * np.cos(drop), -np.sin(drop), 0.0])
-        clav = bld.joint("shoulder" + tag, (s * 0.02 * height, shoulder_y, 0.005 * height), spine[-1])
-        upper = bld.joint("upper_arm" + tag, (s * shoulder_w, shoulder_y, 0), "shoulder" + tag)
-        elbow = bld.joint("forearm" + tag, upper + arm[0] * direction - (0, 0, 0.01 * height), "upper_arm" + tag)
-        wrist = bld.joint("hand" + tag, elbow + arm[1] * direction + (0, 0, 0.01 * height), "forearm" + tag)
-        bld.part("shoulder" + tag, clav, upper, 0.04 * height * thick, 0.045 * height * thick, child="upper_arm" + tag)
-        bld.part("upper_arm" + tag, upper, elbow, 0.033 * height * thick, 0.027 * height * thick, child="forearm" + tag)
-        bld.part("forearm" + tag, elbow, wrist, 0.026 * height * thick, 0.02 * height * thick, child="hand" + tag)
+        upper = np.array([s * shoulder_w, shoulder_y, 0])
+        elbow = upper + arm[0] * direction - (0, 0, 0.01 * height)
+        wrist = elbow + arm[1] * direction + (0, 0, 0.01 * height)
+        arm_names = [n + tag for n in ("shoulder", "upper_arm", "forearm", "hand")]
+        arm_r = np.array([0.04, 0.033, 0.026, 0.02]) * height * thick
+        bld.chain(arm_names, [(s * 0.02 * height, shoulder_y, 0.005 * height), upper, elbow, wrist], names[-1], arm_r)
         _hand(bld, tag, wrist, direction, arm[2], 0.03 * height, n_fingers)
 
-        hip = bld.joint("thigh" + tag, (s * hip_w, leg, 0), "hips")
-        knee = bld.joint("shin" + tag, (s * (hip_w + stance / 2), knee_y, 0.012 * height), "thigh" + tag)
-        ankle = bld.joint("foot" + tag, (s * (hip_w + stance), ankle_y, -0.01 * height), "shin" + tag)
-        ball = bld.joint("toe" + tag, (s * (hip_w + stance), 0.018 * height, ankle[2] + 0.62 * foot_len), "foot" + tag)
-        bld.part("thigh" + tag, hip, knee, 0.058 * height * thick, 0.04 * height * thick, child="shin" + tag)
-        bld.part("shin" + tag, knee, ankle, 0.038 * height * thick, 0.026 * height * thick, child="foot" + tag)
+        hip = (s * hip_w, leg, 0)
+        knee = (s * (hip_w + stance / 2), knee_y, 0.012 * height)
+        ankle = np.array([s * (hip_w + stance), ankle_y, -0.01 * height])
+        ball = np.array([ankle[0], 0.018 * height, ankle[2] + 0.62 * foot_len])
+        leg_names = [n + tag for n in ("thigh", "shin", "foot", "toe")]
+        bld.chain(leg_names, [hip, knee, ankle, ball], "hips", np.array([0.058, 0.04, 0.026]) * height * thick)
         heel = ankle - (0, ankle_y - 0.002 * height, 0.025 * height)
         bld.part("foot" + tag, heel + (0, 0.02 * height, 0), ball + (0, 0.003 * height, 0), 0.03 * height, shape="box", aspect=0.7, child="toe" + tag)
         bld.part("toe" + tag, ball, ball + (0, -0.004 * height, 0.3 * foot_len), 0.03 * height, shape="box", aspect=0.45)
@@ -284,19 +292,15 @@ def _hand(bld: _Builder, tag: str, wrist: np.ndarray, direction: np.ndarray, len
     knuckle = wrist + 0.45 * length * direction
     bld.part(hand, wrist, knuckle, half_width, shape="box", aspect=0.4)
     forward = np.array([0.0, 0.0, 1.0])
-    names = ["index", "middle", "ring", "pinky"][: n_fingers - 1]
+    fingers = ["index", "middle", "ring", "pinky"][: n_fingers - 1]
     reach = [0.9, 1.0, 0.93, 0.75]
     chains = [("thumb", wrist + 0.12 * length * direction + 0.6 * half_width * forward, _unit(0.55 * direction + 0.8 * forward), 0.5 * length, 0.23 * half_width)]
-    for k, name in enumerate(names):
-        across = 0.75 * half_width * (1 - 2 * k / (len(names) - 1))
+    for k, name in enumerate(fingers):
+        across = 0.75 * half_width * (1 - 2 * k / (len(fingers) - 1))
         chains.append((name, knuckle + across * forward, direction, 0.55 * length * reach[k], 0.18 * half_width))
     for name, root, along, finger_len, radius in chains:
         points = root + finger_len * np.cumsum([0.0, 0.45, 0.3, 0.25])[:, None] * along
-        joints = [f"{name}_{i + 1:02d}{tag}" for i in range(3)]
-        for i, joint in enumerate(joints):
-            bld.joint(joint, points[i], joints[i - 1] if i else hand)
-        for i, joint in enumerate(joints):
-            bld.part(joint, points[i], points[i + 1], radius, radius * 0.9, child=joints[i + 1] if i < 2 else None, sections=6)
+        bld.chain([f"{name}_{i + 1:02d}{tag}" for i in range(3)], points, hand, radius * np.array([1.0, 0.95, 0.9, 0.85]), sections=6)
 
 
 def _wing(bld: _Builder, tag: str, names: tuple[str, ...], parent: str, root, upper, half_span: float, chord: float, dihedral: float, bone_r: float) -> None:
@@ -305,16 +309,20 @@ def _wing(bld: _Builder, tag: str, names: tuple[str, ...], parent: str, root, up
     backwards. names: the four joint names from the root outwards."""
     side = np.sign(upper[0] - root[0])
     out = np.array([side * np.cos(dihedral), np.sin(dihedral), -0.1])
-    bld.joint(names[0] + tag, root, parent)
-    bld.joint(names[1] + tag, upper, names[0] + tag)
-    elbow = bld.joint(names[2] + tag, upper + 0.3 * half_span * out, names[1] + tag)
-    wrist = bld.joint(names[3] + tag, elbow + 0.33 * half_span * out + (0, 0, 0.03 * half_span), names[2] + tag)
+    elbow = upper + 0.3 * half_span * out
+    wrist = elbow + 0.33 * half_span * out + (0, 0, 0.03 * half_span)
     tip = wrist + 0.37 * half_span * out - (0, 0, 0.05 * half_span)
+    names = [n + tag for n in names]
+    bld.chain(names, [root, upper, elbow, wrist], parent, [bone_r, bone_r])
     back = np.array([0.0, 0.0, -1.0])
-    bld.part(names[0] + tag, root, upper, bone_r, child=names[1] + tag)
-    bld.part(names[1] + tag, upper + 0.35 * chord * back, elbow + 0.35 * chord * back, 0.5 * chord, shape="box", aspect=0.08, child=names[2] + tag)
-    bld.part(names[2] + tag, elbow + 0.35 * chord * back, wrist + 0.35 * chord * back, 0.5 * chord, shape="box", aspect=0.08, child=names[3] + tag)
-    bld.part(names[3] + tag, wrist + 0.3 * chord * back, tip + 0.2 * chord * back, 0.45 * chord, shape="ellipsoid", aspect=0.1)
+    bld.part(names[1], upper + 0.35 * chord * back, elbow + 0.35 * chord * back, 0.5 * chord, shape="box", aspect=0.08, child=names[2])
+    bld.part(names[2], elbow + 0.35 * chord * back, wrist + 0.35 * chord * back, 0.5 * chord, shape="box", aspect=0.08, child=names[3])
+    bld.part(names[3], wrist + 0.3 * chord * back, tip + 0.2 * chord * back, 0.45 * chord, shape="ellipsoid", aspect=0.1)
+
+
+def _line(start, direction, length: float, n: int) -> np.ndarray:
+    """(n + 1, 3) evenly spaced points from ``start`` along unit ``direction`` over ``length``."""
+    return np.asarray(start, float) + np.linspace(0, length, n + 1)[:, None] * np.asarray(direction, float)
 
 
 def _quadruped(rng: np.random.Generator, winged: bool = False) -> _Builder:
@@ -331,14 +339,20 @@ def _quadruped(rng: np.random.Generator, winged: bool = False) -> _Builder:
     n_tail = int(rng.integers(2, 8))
     neck_len = withers * u(0.2, 0.6)
     neck_angle = np.radians(u(20, 65))
+    neck_r = width * u(0.22, 0.32) * thick
     head_len = withers * u(0.25, 0.4)
+    head_r = head_len * u(0.22, 0.3)
+    head_aspect = u(0.9, 1.2)
     snout_drop = np.radians(u(0, 40))
     tail_len = body_len * u(0.2, 0.8)
+    tail_r = width * u(0.1, 0.22)
     tail_droop = np.radians(u(10, 60))
+    leg_r = withers * u(0.04, 0.065) * thick
     has_jaw = rng.random() < 0.5
     if winged:
         n_tail = int(rng.integers(5, 9))
         tail_len = body_len * u(0.9, 1.6)
+        tail_r = width * u(0.25, 0.35)
         half_span = body_len * u(0.8, 1.4)
         chord = body_len * u(0.3, 0.5)
         dihedral = np.radians(u(0, 35))
@@ -348,49 +362,36 @@ def _quadruped(rng: np.random.Generator, winged: bool = False) -> _Builder:
     spine_y = withers - 0.2 * depth
     hips = bld.joint("hips", (0, spine_y, -body_len / 2), None)
     spine = [f"spine_{i + 1:02d}" for i in range(n_spine)]
-    for i, name in enumerate(spine):
-        bld.joint(name, (0, spine_y + 0.03 * depth * i, -body_len / 2 + body_len * (i + 1) / (n_spine + 0.5)), spine[i - 1] if i else "hips")
-    chest = bld.pos(spine[-1])
-    front_z = body_len / 2
+    spine_pos = np.stack([np.zeros(n_spine), spine_y + 0.03 * depth * np.arange(n_spine), -body_len / 2 + body_len * np.arange(1, n_spine + 1) / (n_spine + 0.5)], 1)
+    bld.chain(spine, spine_pos, "hips", [])
+    chest = spine_pos[-1]
+    # The torso hangs below the spine: its primitives are shifted down, perpendicular to the
+    # spine, so that blending along the spine is unchanged.
+    down = np.array([0.0, -0.3 * depth, 0.0])
+    neck_base = np.array([0.0, spine_y, body_len / 2])
+    torso = np.vstack([hips - (0, 0, 0.25 * width), spine_pos, neck_base + (0, 0, 0.1 * width)]) + down
+    radii = np.full(n_spine + 2, width / 2)
+    radii[0], radii[-1] = 0.95 * width / 2, 1.05 * width / 2
+    for i, bone in enumerate(["hips"] + spine):
+        bld.part(bone, torso[i], torso[i + 1], radii[i], radii[i + 1], aspect=depth / width, child=spine[i] if i < n_spine else None, cap=0.6)
+
     neck_dir = np.array([0.0, np.sin(neck_angle), np.cos(neck_angle)])
-    neck_base = np.array([0.0, spine_y, front_z])
-    necks = [f"neck_{i + 1:02d}" for i in range(n_neck)]
-    for i, name in enumerate(necks):
-        bld.joint(name, neck_base + neck_len * i / n_neck * neck_dir, necks[i - 1] if i else spine[-1])
-    head = bld.joint("head", neck_base + neck_len * neck_dir, necks[-1])
+    necks = [f"neck_{i + 1:02d}" for i in range(n_neck)] + ["head"]
+    bld.chain(necks, _line(neck_base, neck_dir, neck_len, n_neck), spine[-1], neck_r * np.linspace(1.15, 0.95, n_neck + 1), aspect=1.2)
+    head = bld.pos("head")
     snout = np.array([0.0, -np.sin(snout_drop), np.cos(snout_drop)])
+    bld.part("head", head - 0.2 * head_len * snout, head + head_len * snout, head_r, shape="ellipsoid", aspect=head_aspect)
     if has_jaw:
         jaw = bld.joint("jaw", head + head_len * (0.25 * snout - (0, 0.12, 0)), "head")
-    tails = [f"tail_{i + 1:02d}" for i in range(n_tail)]
+        bld.part("jaw", jaw, jaw + 0.7 * head_len * snout - (0, 0.05 * head_len, 0), 0.45 * head_r, 0.25 * head_r, aspect=0.6)
+
     tail_base = hips - (0, 0.05 * depth, 0.25 * width)
     # A long tail droops less, so that its tip stays above the ground the feet stand on.
     tail_droop = min(tail_droop, np.arcsin(min(1.0, 0.75 * tail_base[1] / tail_len)))
     tail_dir = np.array([0.0, -np.sin(tail_droop), -np.cos(tail_droop)])
-    for i, name in enumerate(tails):
-        bld.joint(name, tail_base + tail_len * i / n_tail * tail_dir, tails[i - 1] if i else "hips")
+    tails = [f"tail_{i + 1:02d}" for i in range(n_tail)]
+    bld.chain(tails, _line(tail_base, tail_dir, tail_len, n_tail), "hips", tail_r * np.linspace(1.0, 0.3, n_tail + 1))
 
-    # Torso hangs below the spine: shift its primitives down (perpendicular, so blending is unchanged).
-    down = np.array([0.0, -0.3 * depth, 0.0])
-    r_body = width / 2
-    bld.part("hips", hips + down - (0, 0, 0.25 * width), bld.pos(spine[0]) + down, r_body * 0.95, r_body, aspect=depth / width, child=spine[0], cap=0.6)
-    for i, name in enumerate(spine):
-        end = bld.pos(spine[i + 1]) if i + 1 < n_spine else neck_base + (0, 0, 0.1 * width)
-        nxt = spine[i + 1] if i + 1 < n_spine else None
-        bld.part(name, bld.pos(name) + down, end + down, r_body, r_body * (1.05 if nxt is None else 1.0), aspect=depth / width, child=nxt, cap=0.6)
-    neck_r = width * u(0.22, 0.32) * thick
-    for i, name in enumerate(necks):
-        end = bld.pos(necks[i + 1]) if i + 1 < n_neck else head
-        bld.part(name, bld.pos(name), end, neck_r * (1.15 - 0.2 * i / n_neck), neck_r * (1.15 - 0.2 * (i + 1) / n_neck), aspect=1.2, child=necks[i + 1] if i + 1 < n_neck else "head")
-    head_r = head_len * u(0.22, 0.3)
-    bld.part("head", head - 0.2 * head_len * snout, head + head_len * snout, head_r, shape="ellipsoid", aspect=u(0.9, 1.2))
-    if has_jaw:
-        bld.part("jaw", jaw, jaw + 0.7 * head_len * snout - (0, 0.05 * head_len, 0), 0.45 * head_r, 0.25 * head_r, aspect=0.6)
-    tail_r = width * (u(0.25, 0.35) if winged else u(0.1, 0.22))
-    for i, name in enumerate(tails):
-        end = bld.pos(tails[i + 1]) if i + 1 < n_tail else tail_base + tail_len * tail_dir
-        bld.part(name, bld.pos(name), end, tail_r * (1 - 0.7 * i / n_tail), tail_r * (1 - 0.7 * (i + 1) / n_tail), child=tails[i + 1] if i + 1 < n_tail else None)
-
-    leg_r = withers * u(0.04, 0.065) * thick
     for s, tag in SIDES:
         # Hind leg: thigh forward-down, shin back-down, hind foot (from the hock) down to the toe.
         top = hips + (s * width * 0.38, -0.35 * depth, 0.1 * width)
@@ -398,32 +399,23 @@ def _quadruped(rng: np.random.Generator, winged: bool = False) -> _Builder:
         knee = top + (0, -0.36 * h, 0.12 * h)
         hock = knee + (0, -0.37 * h, -0.16 * h)
         ball = np.array([hock[0], 0.05 * h, hock[2] + 0.03 * h])
-        bld.joint("thigh" + tag, top, "hips")
-        bld.joint("shin" + tag, knee, "thigh" + tag)
-        bld.joint("hind_foot" + tag, hock, "shin" + tag)
-        bld.joint("hind_toe" + tag, ball, "hind_foot" + tag)
-        bld.part("thigh" + tag, top + (0, 0.1 * h, -0.04 * h), knee, leg_r * 1.8, leg_r * 1.1, child="shin" + tag)
-        bld.part("shin" + tag, knee, hock, leg_r * 1.0, leg_r * 0.75, child="hind_foot" + tag)
-        bld.part("hind_foot" + tag, hock, ball, leg_r * 0.7, leg_r * 0.65, child="hind_toe" + tag)
-        bld.part("hind_toe" + tag, ball, ball + (0, -0.02 * h, 0.12 * h), leg_r * 0.75, shape="box", aspect=0.6)
+        hind = [n + tag for n in ("thigh", "shin", "hind_foot", "hind_toe")]
+        bld.chain(hind, [top, knee, hock, ball], "hips", [])
+        bld.part(hind[0], top + (0, 0.1 * h, -0.04 * h), knee, leg_r * 1.8, leg_r * 1.1, child=hind[1])
+        bld.part(hind[1], knee, hock, leg_r * 1.0, leg_r * 0.75, child=hind[2])
+        bld.part(hind[2], hock, ball, leg_r * 0.7, leg_r * 0.65, child=hind[3])
+        bld.part(hind[3], ball, ball + (0, -0.02 * h, 0.12 * h), leg_r * 0.75, shape="box", aspect=0.6)
 
         # Front leg: shoulder blade down the chest side, upper arm, forearm, front foot, toe.
         blade = np.array([s * width * 0.25, spine_y - 0.05 * depth, chest[2] + 0.05 * body_len])
-        arm_top = np.array([s * width * 0.42, spine_y - 0.55 * depth, front_z - 0.05 * body_len])
+        arm_top = np.array([s * width * 0.42, spine_y - 0.55 * depth, body_len / 2 - 0.05 * body_len])
         h = arm_top[1]
         elbow = arm_top + (0, -0.3 * h, -0.1 * h)
         wrist = np.array([elbow[0], 0.2 * h, elbow[2] + 0.02 * h])
         fball = np.array([wrist[0], 0.05 * h, wrist[2] + 0.04 * h])
-        bld.joint("shoulder" + tag, blade, spine[-1])
-        bld.joint("upper_arm" + tag, arm_top, "shoulder" + tag)
-        bld.joint("forearm" + tag, elbow, "upper_arm" + tag)
-        bld.joint("front_foot" + tag, wrist, "forearm" + tag)
-        bld.joint("front_toe" + tag, fball, "front_foot" + tag)
-        bld.part("shoulder" + tag, blade, arm_top, leg_r * 1.3, leg_r * 1.4, aspect=1.0, child="upper_arm" + tag)
-        bld.part("upper_arm" + tag, arm_top, elbow, leg_r * 1.4, leg_r * 1.0, child="forearm" + tag)
-        bld.part("forearm" + tag, elbow, wrist, leg_r * 0.95, leg_r * 0.7, child="front_foot" + tag)
-        bld.part("front_foot" + tag, wrist, fball, leg_r * 0.7, leg_r * 0.65, child="front_toe" + tag)
-        bld.part("front_toe" + tag, fball, fball + (0, -0.02 * h, 0.12 * h), leg_r * 0.75, shape="box", aspect=0.6)
+        front = [n + tag for n in ("shoulder", "upper_arm", "forearm", "front_foot", "front_toe")]
+        bld.chain(front, [blade, arm_top, elbow, wrist, fball], spine[-1], leg_r * np.array([1.3, 1.4, 1.0, 0.7, 0.65]))
+        bld.part(front[4], fball, fball + (0, -0.02 * h, 0.12 * h), leg_r * 0.75, shape="box", aspect=0.6)
 
         if winged:
             root = np.array([s * 0.2 * width, spine_y + 0.05 * depth, chest[2] - 0.1 * body_len])
@@ -442,6 +434,7 @@ def _bird(rng: np.random.Generator) -> _Builder:
     n_spine = int(rng.integers(1, 3))
     n_neck = int(rng.integers(2, 5))
     neck_len = body * u(0.15, 0.8)
+    neck_r = girth * u(0.3, 0.45)
     head_r = body * u(0.09, 0.14)
     beak = body * u(0.08, 0.4)
     half_span = body * u(0.9, 2.0)
@@ -450,68 +443,53 @@ def _bird(rng: np.random.Generator) -> _Builder:
     n_tail = int(rng.integers(1, 4))
     tail_len = body * u(0.2, 0.6)
     fan_len = tail_len * u(0.6, 1.0)
+    fan_width = body * u(0.12, 0.2)
     leg_r = body * u(0.02, 0.03)
 
     bld = _Builder()
     fwd = np.array([0.0, np.sin(tilt), np.cos(tilt)])
     hips = bld.joint("hips", (0, leg_h + 0.3 * girth, -0.25 * body * np.cos(tilt)), None)
     spine = [f"spine_{i + 1:02d}" for i in range(n_spine)]
-    for i, name in enumerate(spine):
-        bld.joint(name, hips + body * 0.55 * (i + 1) / n_spine * fwd, spine[i - 1] if i else "hips")
-    chest = bld.pos(spine[-1])
-    neck_dir = _unit(fwd + np.array([0.0, 1.2, 0.0]))
-    base = chest + 0.15 * body * fwd + (0, 0.3 * girth, 0)
-    necks = [f"neck_{i + 1:02d}" for i in range(n_neck)]
-    for i, name in enumerate(necks):
-        bld.joint(name, base + neck_len * i / n_neck * neck_dir, necks[i - 1] if i else spine[-1])
-    head = bld.joint("head", base + neck_len * neck_dir, necks[-1])
-    tails = [f"tail_{i + 1:02d}" for i in range(n_tail)]
-    # The tail points back and down, but never so far down that the fan reaches the ground.
-    reach = 0.15 * body + tail_len + fan_len
-    tail_pitch = min(tilt + 0.2, np.arcsin(min(1.0, 0.75 * hips[1] / reach)))
-    tail_dir = np.array([0.0, -np.sin(tail_pitch), -np.cos(tail_pitch)])
-    for i, name in enumerate(tails):
-        bld.joint(name, hips + (0.15 * body + tail_len * i / n_tail) * tail_dir, tails[i - 1] if i else "hips")
-
-    bld.part("hips", hips - 0.3 * body * fwd, bld.pos(spine[0]), girth * 0.8, girth, aspect=0.95, child=spine[0], cap=0.8)
-    for i, name in enumerate(spine):
-        last = i + 1 == n_spine
-        end = base if last else bld.pos(spine[i + 1])
-        bld.part(name, bld.pos(name), end, girth, girth * (0.85 if last else 1.0), aspect=0.95, child=None if last else spine[i + 1], cap=0.8)
-    neck_r = girth * u(0.3, 0.45)
-    for i, name in enumerate(necks):
-        end = head if i + 1 == n_neck else bld.pos(necks[i + 1])
-        bld.part(name, bld.pos(name), end, neck_r, neck_r * 0.92, child="head" if i + 1 == n_neck else necks[i + 1])
+    base = hips + 0.55 * body * fwd + 0.15 * body * fwd + (0, 0.3 * girth, 0)  # neck base, in front of the chest
+    spine_pos = _line(hips, fwd, 0.55 * body, n_spine)[1:]
+    bld.chain(spine, np.vstack([spine_pos, base]), "hips", np.append(np.full(n_spine, girth), 0.85 * girth), aspect=0.95, cap=0.8)
+    bld.part("hips", hips - 0.3 * body * fwd, spine_pos[0], girth * 0.8, girth, aspect=0.95, child=spine[0], cap=0.8)
+    necks = [f"neck_{i + 1:02d}" for i in range(n_neck)] + ["head"]
+    bld.chain(necks, _line(base, _unit(fwd + (0, 1.2, 0)), neck_len, n_neck), spine[-1], np.linspace(neck_r, 0.92 * neck_r, n_neck + 1))
+    head = bld.pos("head")
     look = np.array([0.0, -0.15, 1.0])
     bld.part("head", head - head_r * look, head + 1.2 * head_r * look, head_r, shape="ellipsoid", aspect=1.0)
     tip = head + (1.0 * head_r + beak) * _unit(look - (0, 0.2, 0))
     bld.part("head", head + 0.7 * head_r * look, tip, 0.35 * head_r, 0.05 * head_r, aspect=0.8)
-    for i, name in enumerate(tails):
-        end = bld.pos(tails[i + 1]) if i + 1 < n_tail else hips + (0.15 * body + tail_len) * tail_dir
-        bld.part(name, bld.pos(name), end, girth * 0.35, girth * 0.25, aspect=0.6, child=tails[i + 1] if i + 1 < n_tail else None)
-    fan = bld.pos(tails[-1])
-    bld.part(tails[-1], fan, fan + fan_len * tail_dir, body * u(0.12, 0.2), shape="ellipsoid", aspect=0.12)
 
+    # The tail points back and down, but never so far down that the fan reaches the ground.
+    reach = 0.15 * body + tail_len + fan_len
+    tail_pitch = min(tilt + 0.2, np.arcsin(min(1.0, 0.75 * hips[1] / reach)))
+    tail_dir = np.array([0.0, -np.sin(tail_pitch), -np.cos(tail_pitch)])
+    tails = [f"tail_{i + 1:02d}" for i in range(n_tail)]
+    bld.chain(tails, _line(hips + 0.15 * body * tail_dir, tail_dir, tail_len, n_tail), "hips", np.linspace(0.35, 0.25, n_tail + 1) * girth, aspect=0.6)
+    fan = bld.pos(tails[-1])
+    bld.part(tails[-1], fan, fan + fan_len * tail_dir, fan_width, shape="ellipsoid", aspect=0.12)
+
+    chest = spine_pos[-1]
     for s, tag in SIDES:
         root = chest + (s * 0.45 * girth, 0.5 * girth, -0.05 * body)
         upper = root + (s * 0.35 * girth, 0.1 * girth, 0)
         _wing(bld, tag, ("shoulder", "upper_wing", "forearm_wing", "hand_wing"), spine[-1], root, upper, half_span, chord, dihedral, 0.3 * girth)
 
-        # Legs: thigh hidden in the body, shin down to the ankle, long foot bone, toes forward.
+        # Legs: thigh hidden in the body, shin down to the ankle, long foot bone, toes forward and back.
         hip = hips + (s * 0.5 * girth, -0.4 * girth, 0.05 * body)
         foot_y = 0.04 * leg_h + 0.01 * body
         knee = hip + (0, -0.3 * (hip[1] - foot_y), 0.15 * girth)
         ankle = np.array([hip[0], foot_y + 0.45 * (knee[1] - foot_y), knee[2] - 0.15 * leg_h])
         ball = np.array([hip[0], foot_y, ankle[2] + 0.1 * leg_h])
-        bld.joint("thigh" + tag, hip, "hips")
-        bld.joint("shin" + tag, knee, "thigh" + tag)
-        bld.joint("foot" + tag, ankle, "shin" + tag)
-        bld.joint("toe" + tag, ball, "foot" + tag)
-        bld.part("thigh" + tag, hip, knee, 0.35 * girth, 0.25 * girth, child="shin" + tag)
-        bld.part("shin" + tag, knee, ankle, 1.5 * leg_r, leg_r, child="foot" + tag)
-        bld.part("foot" + tag, ankle, ball, 0.8 * leg_r, child="toe" + tag)
-        bld.part("toe" + tag, ball, ball + (s * 0.02 * body, -foot_y, 0.18 * body), 1.2 * leg_r, shape="box", aspect=0.4)
-        bld.part("toe" + tag, ball, ball + (0, -foot_y, -0.1 * body), leg_r, shape="box", aspect=0.4)
+        legs = [n + tag for n in ("thigh", "shin", "foot", "toe")]
+        bld.chain(legs, [hip, knee, ankle, ball], "hips", [])
+        bld.part(legs[0], hip, knee, 0.35 * girth, 0.25 * girth, child=legs[1])
+        bld.part(legs[1], knee, ankle, 1.5 * leg_r, leg_r, child=legs[2])
+        bld.part(legs[2], ankle, ball, 0.8 * leg_r, child=legs[3])
+        bld.part(legs[3], ball, ball + (s * 0.02 * body, -foot_y, 0.18 * body), 1.2 * leg_r, shape="box", aspect=0.4)
+        bld.part(legs[3], ball, ball + (0, -foot_y, -0.1 * body), leg_r, shape="box", aspect=0.4)
     return bld
 
 
@@ -526,34 +504,25 @@ def _fish(rng: np.random.Generator) -> _Builder:
     y = 0.6 * height
 
     bld = _Builder()
-    body = bld.joint("spine_01", (0, y, 0.08 * length), None)
+    bld.joint("spine_01", (0, y, 0.08 * length), None)
     head = bld.joint("head", (0, y, 0.22 * length), "spine_01")
-    if has_jaw:
-        jaw = bld.joint("jaw", (0, y - 0.18 * height, 0.36 * length), "head")
-    tails = [f"tail_{i + 1:02d}" for i in range(n_tail)]
     tail_start, tail_end = -0.05 * length, -0.36 * length
-    for i, name in enumerate(tails):
-        bld.joint(name, (0, y, tail_start + (tail_end - tail_start) * i / n_tail), tails[i - 1] if i else "spine_01")
-    fin_root = bld.joint("caudal_fin", (0, y, tail_end), tails[-1])
-    bld.joint("dorsal_fin", (0, y + 0.42 * height, 0.0), "spine_01")
-
-    bld.part("spine_01", (0, y, tail_start), head, width / 2, width / 2, aspect=height / width, up=(0, 1, 0), child="head", cap=0.5)
+    bld.part("spine_01", (0, y, tail_start), head, width / 2, width / 2, aspect=height / width, child="head", cap=0.5)
     bld.part("head", head - (0, 0, 0.07 * length), (0, y + 0.02 * height, 0.5 * length), width / 2, shape="ellipsoid", aspect=0.9 * height / width)
     if has_jaw:
+        jaw = bld.joint("jaw", (0, y - 0.18 * height, 0.36 * length), "head")
         bld.part("jaw", jaw, jaw + (0, 0.02 * height, 0.12 * length), 0.3 * width, 0.15 * width, aspect=0.6)
-    for i, name in enumerate(tails):
-        end = bld.pos(tails[i + 1]) if i + 1 < n_tail else fin_root
-        f0, f1 = 1 - 0.75 * i / n_tail, 1 - 0.75 * (i + 1) / n_tail
-        child = tails[i + 1] if i + 1 < n_tail else "caudal_fin"
-        bld.part(name, bld.pos(name), end, 0.5 * width * f0, 0.5 * width * f1, aspect=height / width * (0.4 + 0.6 * f0), child=child, cap=0.5)
-    # Fins are thin in x: an "up" of +x makes x the aspect (thickness) direction.
-    caudal = 0.35 * height * fin
-    bld.part("caudal_fin", fin_root, fin_root - (0, 0, 0.18 * length * fin), caudal, shape="ellipsoid", aspect=0.1, up=(1, 0, 0))
-    bld.part("dorsal_fin", bld.pos("dorsal_fin") - (0, 0.15 * height, -0.05 * length), bld.pos("dorsal_fin") + (0, 0.25 * height * fin, -0.15 * length), 0.08 * length * fin, shape="ellipsoid", aspect=0.1, up=(1, 0, 0))
+    # The tail narrows towards the caudal fin; fins are thin in x (an "up" of +x makes x the
+    # thin direction).
+    tails = [f"tail_{i + 1:02d}" for i in range(n_tail)] + ["caudal_fin"]
+    points = _line((0, y, tail_start), (0, 0, -1), tail_start - tail_end, n_tail)
+    bld.chain(tails, points, "spine_01", 0.5 * width * np.linspace(1.0, 0.25, n_tail + 1), aspect=0.8 * height / width, cap=0.5)
+    bld.part("caudal_fin", points[-1], points[-1] - (0, 0, 0.18 * length * fin), 0.35 * height * fin, shape="ellipsoid", aspect=0.1, up=(1, 0, 0))
+    dorsal = bld.joint("dorsal_fin", (0, y + 0.42 * height, 0.0), "spine_01")
+    bld.part("dorsal_fin", dorsal - (0, 0.15 * height, -0.05 * length), dorsal + (0, 0.25 * height * fin, -0.15 * length), 0.08 * length * fin, shape="ellipsoid", aspect=0.1, up=(1, 0, 0))
     for s, tag in SIDES:
         root = bld.joint("pectoral_fin" + tag, (s * 0.4 * width, y - 0.2 * height, 0.18 * length), "spine_01")
-        tip = root + np.array([s * 0.12, -0.08, -0.16]) * length * fin
-        bld.part("pectoral_fin" + tag, root, tip, 0.05 * length * fin, shape="ellipsoid", aspect=0.15)
+        bld.part("pectoral_fin" + tag, root, root + np.array([s * 0.12, -0.08, -0.16]) * length * fin, 0.05 * length * fin, shape="ellipsoid", aspect=0.15)
     return bld
 
 
@@ -569,53 +538,40 @@ def _snake(rng: np.random.Generator) -> _Builder:
     has_jaw = rng.random() < 0.5
     head_len = radius * u(3.0, 4.5)
 
-    # A gentle S-curve on the ground from the neck (z > 0) back to the tail tip.
+    # A gentle S-curve on the ground from the neck (z > 0) back to the tail tip, cut into joints
+    # evenly spaced along its length.
     t = np.linspace(0, 1, 400)
-    curve = np.stack([amplitude * np.sin(2 * np.pi * waves * t + phase) - amplitude * np.sin(phase), np.full_like(t, radius), length / 2 - length * t], 1)
+    curve = np.stack([amplitude * (np.sin(2 * np.pi * waves * t + phase) - np.sin(phase)), np.full_like(t, radius), length / 2 - length * t], 1)
     arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(curve, axis=0), axis=1))])
     n = n_body + n_tail
-    at = np.interp(np.linspace(0, arc[-1] - head_len, n + 1), arc, np.arange(len(t)))
-    points = np.stack([np.interp(at, np.arange(len(t)), curve[:, k]) for k in range(3)], 1)
+    at = np.linspace(0, arc[-1] - head_len, n + 1)
+    points = np.stack([np.interp(at, arc, curve[:, k]) for k in range(3)], 1)
 
     bld = _Builder()
     names = [f"spine_{i + 1:02d}" for i in range(n_body)] + [f"tail_{i + 1:02d}" for i in range(n_tail)]
-    bld.joint(names[0], points[0], None)
+    bld.chain(names, points, None, np.interp(np.arange(n + 1), [0, 1, n_body, n], [0.75, 1.0, 1.0, 0.12]) * radius)
     head = bld.joint("head", points[0] + (0, 0.3 * radius, 0.4 * head_len), names[0])
-    if has_jaw:
-        jaw = bld.joint("jaw", head + (0, -0.5 * radius, 0.1 * head_len), "head")
-    for i in range(1, n):
-        bld.joint(names[i], points[i], names[i - 1])
-    profile = np.interp(np.arange(n + 1), [0, 1, n_body, n], [0.75, 1.0, 1.0, 0.12]) * radius
-    for i in range(n):
-        child = names[i + 1] if i + 1 < n else None
-        bld.part(names[i], points[i], points[i + 1], profile[i], profile[i + 1], child=child)
     bld.part("head", head - (0, 0, 0.5 * head_len), head + (0, -0.1 * radius, 0.6 * head_len), 1.3 * radius, shape="ellipsoid", aspect=0.6)
     if has_jaw:
+        jaw = bld.joint("jaw", head + (0, -0.5 * radius, 0.1 * head_len), "head")
         bld.part("jaw", jaw, jaw + (0, 0, 0.45 * head_len), 0.8 * radius, 0.5 * radius, aspect=0.4)
     return bld
 
 
-def _leg(bld: _Builder, prefix: str, tag: str, parent: str, root, out, rise: float, lengths, radius: float, names) -> None:
-    """A jointed arthropod leg from ``root`` reaching outwards along horizontal ``out`` to the ground.
+def _leg(bld: _Builder, names: list[str], parent: str, root, out, rise: float, lengths, radius: float) -> None:
+    """A four-segment arthropod leg from ``root`` reaching outwards along horizontal ``out`` to the ground.
 
-    lengths: the first len(names) - 1 segment lengths (the last segment reaches the ground); rise:
-    femur angle above the horizontal (radians); names: segment joint names from the body outwards.
+    lengths: coxa, femur and tibia lengths (the last segment reaches the ground); rise: femur angle
+    above the horizontal (radians); names: the four joints from the body outwards.
     """
     root = np.asarray(root, float)
     coxa_end = root + lengths[0] * _unit(out + (0, 0.3, 0))
     knee = coxa_end + lengths[1] * (np.cos(rise) * out + (0, np.sin(rise), 0))
     drop = np.radians(50)
-    mid = knee + lengths[2] * (np.cos(drop) * out - (0, np.sin(drop), 0))
-    points = [root, coxa_end, knee, mid][: len(names)]
-    foot = points[-1] + 0.35 * points[-1][1] * out
+    ankle = knee + lengths[2] * (np.cos(drop) * out - (0, np.sin(drop), 0))
+    foot = ankle + 0.35 * ankle[1] * out
     foot[1] = 0.0
-    points.append(foot)
-    for i, name in enumerate(names):
-        bld.joint(prefix + name + tag, points[i], parent if i == 0 else prefix + names[i - 1] + tag)
-    for i, name in enumerate(names):
-        child = prefix + names[i + 1] + tag if i + 1 < len(names) else None
-        f0, f1 = 1 - 0.5 * i / len(names), 1 - 0.5 * (i + 1) / len(names)
-        bld.part(prefix + name + tag, points[i], points[i + 1], radius * f0, radius * f1, child=child, sections=8)
+    bld.chain(names, [root, coxa_end, knee, ankle, foot], parent, radius * np.linspace(1.0, 0.5, 5), sections=8)
 
 
 def _spider(rng: np.random.Generator) -> _Builder:
@@ -623,6 +579,7 @@ def _spider(rng: np.random.Generator) -> _Builder:
     body = u(0.05, 0.6)  # cephalothorax + abdomen length
     ceph = body * u(0.35, 0.45)
     abdomen = (body - ceph) * u(0.9, 1.3)
+    abdomen_r = 0.38 * abdomen * u(0.8, 1.1)
     leg = body * u(1.0, 2.2)
     height = leg * u(0.2, 0.35)
     leg_r = body * u(0.025, 0.045)
@@ -635,16 +592,16 @@ def _spider(rng: np.random.Generator) -> _Builder:
     pedicel = bld.joint("abdomen", (0, height + 0.05 * body, -0.5 * ceph), "cephalothorax")
     bld.part("cephalothorax", centre - (0, 0, 0.5 * ceph), centre + (0, 0, 0.55 * ceph), 0.4 * ceph, shape="ellipsoid", aspect=0.6)
     back = _unit([0.0, 0.25, -1.0])
-    bld.part("abdomen", pedicel - 0.05 * abdomen * back, pedicel + abdomen * back, 0.38 * abdomen * u(0.8, 1.1), shape="ellipsoid", aspect=0.85)
+    bld.part("abdomen", pedicel - 0.05 * abdomen * back, pedicel + abdomen * back, abdomen_r, shape="ellipsoid", aspect=0.85)
     for s, tag in SIDES:
         if has_fangs:
             fang = bld.joint("fang" + tag, centre + (s * 0.1 * ceph, 0.0, 0.45 * ceph), "cephalothorax")
             bld.part("fang" + tag, fang, fang + (0, -0.2 * ceph, 0.15 * ceph), 0.08 * ceph, 0.03 * ceph)
         for i in range(4):
             out = np.array([s * np.cos(yaws[i]), 0.0, np.sin(yaws[i])])
-            root = centre + 0.3 * ceph * out
-            scale = leg * (1.1 if i == 0 else 1.0)
-            _leg(bld, f"leg{i + 1}_", tag, "cephalothorax", root, out, rises[i], scale * np.array([0.1, 0.35, 0.3]), leg_r, ("coxa", "femur", "tibia", "metatarsus"))
+            names = [f"leg{i + 1}_{seg}{tag}" for seg in ("coxa", "femur", "tibia", "metatarsus")]
+            lengths = leg * (1.1 if i == 0 else 1.0) * np.array([0.1, 0.35, 0.3])
+            _leg(bld, names, "cephalothorax", centre + 0.3 * ceph * out, out, rises[i], lengths, leg_r)
     return bld
 
 
@@ -668,20 +625,20 @@ def _insect(rng: np.random.Generator) -> _Builder:
     waist = bld.joint("abdomen", centre + (0, 0.01 * body, -0.5 * thorax), "thorax")
     bld.part("thorax", centre - (0, 0, 0.55 * thorax), head, 0.35 * thorax, shape="ellipsoid", aspect=0.9)
     bld.part("head", head, head + (0, -0.3 * head_r, 2.0 * head_r), head_r, shape="ellipsoid", aspect=0.9)
-    back = _unit([0.0, 0.1, -1.0])
-    bld.part("abdomen", waist, waist + abdomen * back, 0.3 * abdomen, shape="ellipsoid", aspect=0.75)
+    bld.part("abdomen", waist, waist + abdomen * _unit([0.0, 0.1, -1.0]), 0.3 * abdomen, shape="ellipsoid", aspect=0.75)
     for s, tag in SIDES:
-        base = bld.joint("antenna_01" + tag, head + (s * 0.4 * head_r, 0.6 * head_r, 1.2 * head_r), "head")
-        bend = bld.joint("antenna_02" + tag, base + 0.45 * antenna * _unit([s * 0.4, 0.8, 0.5]), "antenna_01" + tag)
-        bld.part("antenna_01" + tag, base, bend, 0.012 * body, child="antenna_02" + tag)
-        bld.part("antenna_02" + tag, bend, bend + 0.55 * antenna * _unit([s * 0.4, 0.3, 1.0]), 0.01 * body, 0.006 * body)
+        base = head + (s * 0.4 * head_r, 0.6 * head_r, 1.2 * head_r)
+        bend = base + 0.45 * antenna * _unit([s * 0.4, 0.8, 0.5])
+        tip = bend + 0.55 * antenna * _unit([s * 0.4, 0.3, 1.0])
+        bld.chain(["antenna_01" + tag, "antenna_02" + tag], [base, bend, tip], "head", np.array([0.012, 0.01, 0.006]) * body)
         if has_wings:
             root = bld.joint("wing" + tag, centre + (s * 0.15 * thorax, 0.3 * thorax, 0), "thorax")
             bld.part("wing" + tag, root, root + abdomen * 1.1 * _unit([s * 0.35, 0.08, -1.0]), 0.22 * abdomen, shape="ellipsoid", aspect=0.06)
         for i in range(3):
             out = np.array([s * np.cos(yaws[i]), 0.0, np.sin(yaws[i])])
+            names = [f"leg{i + 1}_{seg}{tag}" for seg in ("coxa", "femur", "tibia", "tarsus")]
             root = centre + (0, -0.15 * thorax, (0.3 - 0.3 * i) * thorax) + 0.25 * thorax * out
-            _leg(bld, f"leg{i + 1}_", tag, "thorax", root, out, rises[i], leg * np.array([0.08, 0.4, 0.35]), leg_r, ("coxa", "femur", "tibia", "tarsus"))
+            _leg(bld, names, "thorax", root, out, rises[i], leg * np.array([0.08, 0.4, 0.35]), leg_r)
     return bld
 
 

@@ -206,6 +206,8 @@ def test_humanoid_anatomy():
         assert y["head"] > y["neck"] > y["spine_02"] > y["spine_01"] > y["hips"] > y["shin.L"] > y["foot.L"] > y["toe.L"] >= 0
         assert y["upper_arm.L"] >= y["forearm.L"] >= y["hand.L"]
         assert 0.4 < y["hips"] / np.ptp(asset.mesh.vertices[:, 1]) < 0.6
+        z = {n: j[names.index(n)][2] for n in names}
+        assert z["toe.L"] > z["foot.L"] and z["toe.R"] > z["foot.R"], "feet point forward (+Z)"
 
 
 def test_humanoid_hands_vary_from_mittens_to_five_fingers():
