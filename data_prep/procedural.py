@@ -712,8 +712,9 @@ def render(asset: Asset, size: int = 256, yaw: float = 35.0, pitch: float = 20.0
     normal = np.cross(v[tri[:, 1]] - v[tri[:, 0]], v[tri[:, 2]] - v[tri[:, 0]])
     normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-12
     shade = 0.35 + 0.65 * np.abs(normal @ _unit([0.3, 0.5, 1.0]))
-    palette = np.random.default_rng(0).uniform(0.35, 1.0, (max(int(asset.mesh.part_ids.max()) + 1, 1), 3))
-    colour = palette[asset.mesh.part_ids] * shade[:, None]
+    parts = asset.mesh.part_ids if asset.mesh.part_ids is not None else np.zeros(len(tri), np.int32)
+    palette = np.random.default_rng(0).uniform(0.35, 1.0, (int(parts.max(initial=0)) + 1, 3))
+    colour = palette[parts] * shade[:, None]
     image = np.full((size, size, 3), 1.0)
     depth = np.full((size, size), -np.inf)
     for f in np.argsort(v[tri, 2].mean(1)):

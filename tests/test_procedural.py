@@ -129,6 +129,19 @@ def test_builds_valid_rigged_low_poly_asset(kind, seed):
 
 
 @pytest.mark.parametrize("kind", CREATURE_KINDS)
+def test_every_part_is_a_closed_outward_facing_shell(kind):
+    mesh = make_creature(kind, 6).mesh
+    for p in np.unique(mesh.part_ids):
+        faces = mesh.faces[mesh.part_ids == p]
+        edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+        _, uses = np.unique(edges, axis=0, return_counts=True)
+        assert (uses == 2).all(), f"part {p} is not closed"
+        tri = mesh.vertices[faces]
+        volume = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6
+        assert volume > 0, f"part {p} faces inwards"
+
+
+@pytest.mark.parametrize("kind", CREATURE_KINDS)
 @pytest.mark.parametrize("seed", (0, 5))
 def test_joints_lie_inside_the_mesh(kind, seed):
     check_joints_inside(make_creature(kind, seed))
