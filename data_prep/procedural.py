@@ -33,6 +33,7 @@ import numpy as np
 
 from mesh3d.asset import Animation, Asset, Mesh, Skeleton, Skin
 from mesh3d.errors import Mesh3DError
+from mesh3d.geometry.transforms import quat_multiply
 
 CREATURE_KINDS = ("humanoid", "quadruped", "dragon", "bird", "fish", "snake", "spider", "insect")
 
@@ -195,20 +196,32 @@ class _Builder:
             self.part(names[i], points[i], points[i + 1], radii[i], radii[i + 1], child=child, **part_kw)
 
     def asset(self, name: str) -> Asset:
-        """Merge the parts, put the lowest vertex on y = 0 and return the rigged asset."""
+        """Merge the parts, put the lowest vertex on y = 0 and return the rigged asset.
+
+        Joints come out in depth-first order (children in the order they were added), the order
+        a glTF scene traversal gives, so a saved and reloaded creature keeps its joint indices.
+        """
         num_joints = len(self.names)
+        order, stack = [], [j for j in reversed(range(num_joints)) if self.parents[j] < 0]
+        while stack:
+            j = stack.pop()
+            order.append(j)
+            stack.extend(c for c in reversed(range(num_joints)) if self.parents[c] == j)
+        new_index = np.argsort(order)
+        parents = np.array([-1 if self.parents[j] < 0 else new_index[self.parents[j]] for j in order])
+
         verts, faces, weights, part_ids = [], [], [], []
         offset = 0
         for i, (v, f, w) in enumerate(self.parts):
             verts.append(v)
             faces.append(f + offset)
-            weights.append(np.pad(w, ((0, 0), (0, num_joints - w.shape[1]))))
+            weights.append(np.pad(w, ((0, 0), (0, num_joints - w.shape[1])))[:, order])
             part_ids.append(np.full(len(f), i, np.int32))
             offset += len(v)
         verts = np.concatenate(verts)
         lift = np.array([0.0, verts[:, 1].min(), 0.0])
         mesh = Mesh(verts - lift, np.concatenate(faces), part_ids=np.concatenate(part_ids))
-        skeleton = Skeleton(np.stack(self.joints) - lift, np.array(self.parents), self.names)
+        skeleton = Skeleton(np.stack(self.joints)[order] - lift, parents, [self.names[j] for j in order])
         return Asset(mesh, skeleton, Skin.from_dense(np.concatenate(weights), k=4), name=name)
 
 
@@ -674,23 +687,24 @@ def random_creature(seed: int) -> Asset:
 
 
 def pose_animation(skeleton: Skeleton, rotations: dict[str, np.ndarray], name: str = "pose") -> Animation:
-    """A one-frame clip rotating the named joints; others stay at rest.
+    """A one-frame clip turning the named joints from their bind pose; others stay at rest.
 
-    rotations: joint name -> rotation vector (3,) in radians (axis times angle) in the joint's
-    world-aligned bind frame, so ``{"forearm.L": (0, 0, 1.0)}`` turns the left forearm and
-    everything below it about +Z around the elbow.
+    rotations: joint name -> rotation vector (3,) in radians (axis times angle) in the joint's bind
+    frame (world axes for the world-aligned frames of creatures made here), so
+    ``{"forearm.L": (0, 0, 1.0)}`` turns the left forearm and everything below it about +Z
+    around the elbow.
     """
-    num_joints = len(skeleton)
-    quats = np.zeros((1, num_joints, 4))
-    quats[..., 3] = 1.0
+    anim = Animation.rest(skeleton, name=name)
     for joint, rotvec in rotations.items():
         if joint not in skeleton.names:
             raise Mesh3DError(f"cannot pose joint {joint!r}: the skeleton has no joint of that name")
         rotvec = np.asarray(rotvec, float)
         angle = float(np.linalg.norm(rotvec))
         axis = rotvec / angle if angle > 0 else np.zeros(3)
-        quats[0, skeleton.names.index(joint)] = np.append(np.sin(angle / 2) * axis, np.cos(angle / 2))
-    return Animation(name, 30.0, skeleton.rest_translations()[None], quats, np.ones((1, num_joints, 3)))
+        turn = np.append(np.sin(angle / 2) * axis, np.cos(angle / 2))
+        j = skeleton.names.index(joint)
+        anim.rotations[0, j] = quat_multiply(anim.rotations[0, j], turn)
+    return anim
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from scipy.spatial import cKDTree
 from data_prep.procedural import CREATURE_KINDS, make_creature, pose_animation, random_creature
 from mesh3d.errors import Mesh3DError
 from mesh3d.geometry.transforms import quat_to_matrix
+from mesh3d.io import load, save
 
 SEEDS = (0, 1, 2, 3)
 BILATERAL = ("humanoid", "quadruped", "dragon", "bird", "fish", "spider", "insect")
@@ -187,6 +188,19 @@ def test_same_seed_gives_identical_arrays(kind):
         assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
     assert a.skeleton.names == b.skeleton.names
     assert a.mesh.vertices.shape != c.mesh.vertices.shape or not np.array_equal(a.mesh.vertices, c.mesh.vertices)
+
+
+@pytest.mark.parametrize("kind", CREATURE_KINDS)
+def test_glb_round_trip_keeps_the_rig(kind, tmp_path):
+    asset = make_creature(kind, 1)
+    save(asset, tmp_path / "creature.glb")
+    back = load(tmp_path / "creature.glb")
+    assert back.skeleton.names == asset.skeleton.names, "depth-first joint order survives glTF"
+    assert np.array_equal(back.skeleton.parents, asset.skeleton.parents)
+    assert np.abs(back.skeleton.joints - asset.skeleton.joints).max() < 1e-6
+    assert np.abs(back.mesh.vertices - asset.mesh.vertices).max() < 1e-6
+    n = len(asset.skeleton)
+    assert np.abs(back.skin.dense(n) - asset.skin.dense(n)).max() < 1e-6
 
 
 def test_random_creature_covers_kinds_and_is_deterministic():
