@@ -768,26 +768,30 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Print size and build time of every kind; optionally write a contact sheet PNG."""
+    """Build every kind for a range of seeds and print sizes and build times per kind; optionally
+    write a contact sheet PNG (rows: seeds; columns: kinds, from the front-left above the side)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per kind (default 1)")
-    parser.add_argument("--png", type=Path, help="write a contact sheet here (rows: seeds, columns: kinds)")
+    parser.add_argument("--png", type=Path, help="write a contact sheet here")
     args = parser.parse_args(argv)
+    stats = {kind: [] for kind in CREATURE_KINDS}  # (vertices, joints, largest side m, ms) per creature
     rows = []
-    print(f"{'kind':10} {'seed':>5} {'verts':>6} {'faces':>6} {'joints':>6} {'bbox x y z (m)':>22} {'ms':>6}")
     for seed in range(args.seed, args.seed + args.seeds):
         tiles = []
         for kind in CREATURE_KINDS:
             start = time.perf_counter()
             asset = make_creature(kind, seed)
             ms = 1000 * (time.perf_counter() - start)
-            ext = np.ptp(asset.mesh.vertices, axis=0)
-            print(f"{kind:10} {seed:5d} {len(asset.mesh.vertices):6d} {len(asset.mesh.faces):6d} {len(asset.skeleton):6d}   {ext[0]:6.2f} {ext[1]:6.2f} {ext[2]:6.2f} {ms:6.1f}")
+            stats[kind].append((len(asset.mesh.vertices), len(asset.skeleton), np.ptp(asset.mesh.vertices, axis=0).max(), ms))
             if args.png:
                 tiles.append(np.concatenate([render(asset), render(asset, yaw=90.0, pitch=0.0)], 0))
         if tiles:
             rows.append(np.concatenate(tiles, 1))
+    print(f"{'kind':10} {'vertices':>11} {'joints':>7} {'largest side (m)':>17} {'ms mean':>8} {'ms max':>7}")
+    for kind, rec in stats.items():
+        v, j, size, ms = np.array(rec).T
+        print(f"{kind:10} {v.min():5.0f}-{v.max():<5.0f} {j.min():3.0f}-{j.max():<3.0f} {size.min():8.2f}-{size.max():<8.2f} {ms.mean():8.1f} {ms.max():7.1f}")
     if rows:
         write_png(args.png, np.concatenate(rows, 0))
         print(f"wrote {args.png}")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from data_prep.procedural import CREATURE_KINDS, make_creature, pose_animation, random_creature
+from data_prep.procedural import CREATURE_KINDS, make_creature, pose_animation, random_creature, render, write_png
 from mesh3d.errors import Mesh3DError
 from mesh3d.geometry.transforms import quat_to_matrix
 from mesh3d.io import load, save
@@ -302,3 +302,13 @@ def test_pose_rejects_unknown_joint():
     skel = make_creature("snake", 0).skeleton
     with pytest.raises(Mesh3DError, match="no joint"):
         pose_animation(skel, {"wing.L": (0, 0, 1)})
+
+
+def test_preview_render_draws_the_creature(tmp_path):
+    image = render(make_creature("quadruped", 0), size=64)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    covered = (image < 250).any(-1).mean()
+    assert 0.05 < covered < 0.9, "the creature fills part of the frame"
+    write_png(tmp_path / "q.png", image)
+    data = (tmp_path / "q.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[16:24] == (64).to_bytes(4, "big") * 2
