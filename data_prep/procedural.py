@@ -239,7 +239,7 @@ def _humanoid(rng: np.random.Generator) -> _Builder:
     u = rng.uniform
     height = u(1.5, 1.9)
     thick = u(0.8, 1.3)  # limb and body thickness factor
-    head_h = height * u(0.115, 0.14)
+    head_h = height * u(0.115, 0.19)  # realistic (1/8 of the height) to stylised game characters
     neck_len = height * u(0.03, 0.055)
     leg = height * u(0.45, 0.52)  # hip joint height
     ankle_y = height * 0.045
@@ -247,7 +247,9 @@ def _humanoid(rng: np.random.Generator) -> _Builder:
     hip_w = height * u(0.05, 0.065)
     stance = height * u(0.0, 0.04)
     foot_len = height * u(0.13, 0.16)
-    shoulder_w = height * u(0.1, 0.13)
+    shoulder_w = height * u(0.075, 0.13)  # upper arm joint from the midline
+    clavicle = shoulder_w * u(0.25, 0.6)  # shoulder (clavicle) joint from the midline
+    shoulder_drop = height * u(0.02, 0.045)  # upper arm joint below the neck
     arm = [height * u(0.16, 0.19), height * u(0.14, 0.16), height * u(0.09, 0.11)]
     drop = np.radians(u(0.0, 45.0))  # 0 = T-pose, 45 = A-pose
     n_fingers = int(rng.choice([0, 4, 5]))  # mitten, cartoon (thumb + 3) or full hand
@@ -272,7 +274,7 @@ def _humanoid(rng: np.random.Generator) -> _Builder:
     bld.part("neck", bld.pos("neck"), head, 0.035 * height * thick, child="head")
     bld.part("head", head - (0, 0.15 * head_h, -0.01 * height), head + (0, 0.9 * head_h, 0.01 * height), head_r, shape="ellipsoid", aspect=head_aspect, up=(0, 0, 1))
 
-    shoulder_y = neck_y - 0.025 * height
+    shoulder_y = neck_y - shoulder_drop
     for s, tag in SIDES:
         direction = np.array([s * np.cos(drop), -np.sin(drop), 0.0])
         upper = np.array([s * shoulder_w, shoulder_y, 0])
@@ -280,7 +282,7 @@ def _humanoid(rng: np.random.Generator) -> _Builder:
         wrist = elbow + arm[1] * direction + (0, 0, 0.01 * height)
         arm_names = [n + tag for n in ("shoulder", "upper_arm", "forearm", "hand")]
         arm_r = np.array([0.04, 0.033, 0.026, 0.02]) * height * thick
-        bld.chain(arm_names, [(s * 0.02 * height, shoulder_y, 0.005 * height), upper, elbow, wrist], names[-1], arm_r)
+        bld.chain(arm_names, [(s * clavicle, shoulder_y - 0.3 * shoulder_drop, 0.005 * height), upper, elbow, wrist], names[-1], arm_r)
         _hand(bld, tag, wrist, direction, arm[2], 0.03 * height, n_fingers)
 
         hip = (s * hip_w, leg, 0)

@@ -312,3 +312,34 @@ def test_preview_render_draws_the_creature(tmp_path):
     write_png(tmp_path / "q.png", image)
     data = (tmp_path / "q.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[16:24] == (64).to_bytes(4, "big") * 2
+
+
+# Procedural humanoid joint -> the artist's joint in the corpus's modular characters.
+ARTIST_HUMANOID = {
+    "hips": "Hips",
+    "neck": "Neck",
+    "head": "Head",
+    "shoulder.L": "Shoulder.L",
+    "upper_arm.L": "UpperArm.L",
+    "thigh.L": "UpperLeg.L",
+    "shin.L": "LowerLeg.L",
+}
+
+
+def _placement(asset, names):
+    """(len(names), 2) height above the feet and distance from the midline, over the mesh height."""
+    v = asset.mesh.vertices
+    height = np.ptp(v[:, 1])
+    joints = asset.skeleton.joints[[asset.skeleton.names.index(n) for n in names]]
+    return np.stack([(joints[:, 1] - v[:, 1].min()) / height, np.abs(joints[:, 0]) / height], 1)
+
+
+def test_humanoid_joints_sit_where_artists_put_them(rig_records):
+    """Median joint placement of procedural humanoids matches the artist-rigged corpus characters
+    within 5% of the body height."""
+    people = [r for r in rig_records if r.pack in ("modular_men", "modular_women")][::3]
+    assert len(people) >= 4
+    artist = np.median([_placement(load(r.path), ARTIST_HUMANOID.values()) for r in people], 0)
+    ours = np.median([_placement(make_creature("humanoid", seed), ARTIST_HUMANOID.keys()) for seed in range(20)], 0)
+    gap = np.abs(ours - artist)
+    assert gap.max() < 0.05, {n: np.round(g, 3).tolist() for n, g in zip(ARTIST_HUMANOID, gap)}
