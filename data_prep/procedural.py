@@ -361,9 +361,11 @@ def _quadruped(rng: np.random.Generator, winged: bool = False) -> _Builder:
     snout_drop = np.radians(u(0, 40))
     tail_len = body_len * u(0.2, 0.8)
     tail_r = width * u(0.1, 0.22)
-    tail_droop = np.radians(u(10, 60))
+    tail_droop = np.radians(u(-40, 60))  # negative: a tail carried up (husky), positive: hanging
     leg_r = withers * u(0.04, 0.065) * thick
     has_jaw = rng.random() < 0.5
+    has_ears = rng.random() < 0.6
+    ear_len = head_len * u(0.2, 0.6)
     if winged:
         n_tail = int(rng.integers(5, 9))
         tail_len = body_len * u(0.9, 1.6)
@@ -399,6 +401,11 @@ def _quadruped(rng: np.random.Generator, winged: bool = False) -> _Builder:
     if has_jaw:
         jaw = bld.joint("jaw", head + head_len * (0.25 * snout - (0, 0.12, 0)), "head")
         bld.part("jaw", jaw, jaw + 0.7 * head_len * snout - (0, 0.05 * head_len, 0), 0.45 * head_r, 0.25 * head_r, aspect=0.6)
+    if has_ears:
+        for s, tag in SIDES:
+            base = head + 0.15 * head_len * snout + (s * 0.45 * head_r, 0.6 * head_r * head_aspect, 0)
+            ear = _line(base, _unit([s * 0.4, 1.0, -0.3]), ear_len, 2)
+            bld.chain(["ear_01" + tag, "ear_02" + tag], ear, "head", np.array([0.3, 0.25, 0.1]) * ear_len, aspect=0.35, up=(0, 0, 1), sections=6)
 
     tail_base = hips - (0, 0.05 * depth, 0.25 * width)
     # A long tail droops less, so that its tip stays above the ground the feet stand on.
