@@ -63,6 +63,15 @@ def _cmd_train(args) -> int:
     return 0
 
 
+BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip"}
+
+
+def _cmd_bench(args) -> int:
+    import importlib
+
+    return importlib.import_module(BENCHMARKS[args.name]).main(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mesh3d", description="Turn 3D shapes into clean, rigged and animated assets.")
     parser.add_argument("--version", action="version", version=f"mesh3d {__version__}")
@@ -95,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="TOML or JSON: task, [task_options], [train] (see mesh3d.nn.trainer)")
     p.add_argument("--stop-at", type=int, default=None, help="checkpoint and stop after this step")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("bench", help="run a benchmark or evaluation and print its figures", add_help=False)
+    p.add_argument("name", choices=sorted(BENCHMARKS))
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own options (see `mesh3d bench NAME --help`)")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
