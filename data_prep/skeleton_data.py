@@ -5,7 +5,8 @@ Sources:
   only, for held-out evaluation, and is never mixed into training shards);
 * pose augmentation from each rig's own animations: random (clip, frame) pairs posed by forward
   kinematics and linear blend skinning (Asset.posed_vertices), joints moved with their frames;
-* procedural creatures (data_prep.procedural.make_creature) when `procedural_per_kind` > 0.
+* procedural creatures (data_prep.procedural.make_creature), which have no clips: each gets
+  random poses (every joint turned about a random axis by up to `procedural_max_angle`).
 
 Every example is then rotated about the up axis (Y), scaled per axis, normalised (bounding box
 centred, longest side 1: mesh3d.geometry.normalize, as at inference) and sampled: `n_points`
@@ -29,7 +30,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from data_prep.corpus import records
-from mesh3d.asset import Asset, forward_kinematics
+from data_prep.procedural import CREATURE_KINDS, make_creature, pose_animation
+from mesh3d.asset import Animation, Asset, Skeleton, forward_kinematics
 from mesh3d.errors import Mesh3DError
 from mesh3d.geometry.normalize import normalize_unit_cube
 from mesh3d.geometry.sampling import sample_surface
@@ -39,7 +41,8 @@ from rigging.skeleton.tokenizer import target_joints
 @dataclass
 class DataConfig:
     poses_per_rig: int = 24  # examples per training rig: the bind pose, then animation frames
-    procedural_per_kind: int = 0  # procedural creatures per kind (data_prep.procedural)
+    procedural_per_kind: int = 16  # procedural creatures per kind (data_prep.procedural), poses_per_rig // 4 examples each
+    procedural_max_angle: float = 0.35  # radians: random pose of procedural creatures, per joint
     n_points: int = 4096  # surface points stored per example (training may use a subset)
     max_yaw_degrees: float = 30.0  # rotation about Y drawn from [-max, max]
     scale_range: float = 0.15  # per-axis scale drawn from [1 - r, 1 + r]
@@ -90,6 +93,18 @@ def posed_examples(asset: Asset, n_poses: int, cfg: DataConfig, rng: np.random.G
         points, j = shape_example(vertices, mesh.faces, joints, rng, cfg.n_points, yaw, scale, cfg.jitter if i else 0.0)
         out.append((points, j, parents))
     return out
+
+
+def random_poses(skeleton: Skeleton, n: int, max_angle: float, rng: np.random.Generator) -> list[Animation]:
+    """n one-frame clips turning every non-root joint about a random axis by up to max_angle radians."""
+    clips = []
+    for i in range(n):
+        axes = rng.normal(size=(len(skeleton), 3))
+        axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+        angles = rng.uniform(0.0, max_angle, len(skeleton))
+        turns = {name: axes[j] * angles[j] for j, name in enumerate(skeleton.names) if skeleton.parents[j] >= 0}
+        clips.append(pose_animation(skeleton, turns, name=f"random_{i}"))
+    return clips
 
 
 def write_shard(path: Path, examples: list, metadata: dict) -> None:
@@ -153,15 +168,15 @@ def build(out: Path, cfg: DataConfig, rigs: dict | None = None, log=print) -> di
                 continue
             add(split, rec.file, examples)
             log(f"{split} {rec.file}: {len(examples)} examples, {len(examples[0][1])} joints")
+    n_poses = max(1, cfg.poses_per_rig // 4)
+    for k, kind in enumerate(CREATURE_KINDS):
+        for s in range(cfg.procedural_per_kind):
+            asset = make_creature(kind, s)
+            rng = np.random.default_rng([cfg.seed, 2, k, s])
+            asset.animations = random_poses(asset.skeleton, n_poses, cfg.procedural_max_angle, rng)
+            add("train", f"procedural/{kind}/{s}", posed_examples(asset, n_poses, cfg, rng))
     if cfg.procedural_per_kind:
-        from data_prep.procedural import CREATURE_KINDS, make_creature
-
-        for k, kind in enumerate(CREATURE_KINDS):
-            for s in range(cfg.procedural_per_kind):
-                asset = make_creature(kind, s)
-                rng = np.random.default_rng([cfg.seed, 2, k, s])
-                add("train", f"procedural/{kind}/{s}", posed_examples(asset, max(1, cfg.poses_per_rig // 4), cfg, rng))
-        log(f"procedural: {cfg.procedural_per_kind} creatures x {len(CREATURE_KINDS)} kinds")
+        log(f"procedural: {cfg.procedural_per_kind} creatures x {len(CREATURE_KINDS)} kinds, {n_poses} examples each")
     index = {"config": asdict(cfg), "shards": shards}
     (out / "index.json").write_text(json.dumps(index, indent=1))
     return index

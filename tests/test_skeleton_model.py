@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from app.cli import main as cli_main
 from data_prep.corpus import corpus_dir, records
-from data_prep.skeleton_data import DataConfig, build, posed_examples, read_shards, shape_example
+from data_prep.procedural import make_creature
+from data_prep.skeleton_data import DataConfig, build, posed_examples, random_poses, read_shards, shape_example
 from mesh3d.asset import Mesh, Skeleton, forward_kinematics
 from mesh3d.errors import Mesh3DError
 from mesh3d.geometry.normalize import normalize_unit_cube
@@ -166,6 +167,20 @@ def test_posed_examples_follow_the_animation():
         d = np.linalg.norm(points[:, None, :3] - joints[None], axis=2).min(0)
         assert d.max() < 0.25  # every posed joint stays close to the posed surface
     assert not np.allclose(a[1][1], a[0][1])
+
+
+def test_procedural_creatures_in_random_poses():
+    asset = make_creature("quadruped", 3)
+    rng = np.random.default_rng(0)
+    asset.animations = random_poses(asset.skeleton, 3, 0.35, rng)
+    examples = posed_examples(asset, 3, DataConfig(n_points=1024, jitter=0.0), rng)
+    bind, posed = examples[0][1], examples[1][1]
+    assert len(bind) == len(asset.skeleton) and not np.allclose(bind, posed)
+    for points, joints, parents in examples:
+        assert np.abs(points[:, :3]).max() <= 0.5 + 1e-6
+        # Skinned with the skeleton that moved: joints stay inside the posed body, near its surface.
+        d = np.linalg.norm(points[:, None, :3] - joints[None], axis=2).min(0)
+        assert d.max() < 0.1
 
 
 # ----------------------------------------------------------------------------- task, overfit, inference

@@ -207,3 +207,62 @@ def learned_skeleton(mesh: Mesh, weights=DEFAULT_WEIGHTS, seed: int = 0, check: 
         if problems:
             raise Mesh3DError("the learned skeleton failed its checks: " + "; ".join(problems))
     return skeleton
+
+
+# ----------------------------------------------------------------------------- dev evaluation
+
+
+def evaluate_dev(weights=DEFAULT_WEIGHTS, geometric: bool = False, log=print) -> dict:
+    """CD-J2J, CD-J2B, CD-B2B (x100, rigging.eval) of the learned skeleton on every dev rig.
+
+    geometric: also measure rigging.skeleton.geometric's skeleton on the same rigs, for comparison.
+    Returns {"rows": [per-rig dicts], "mean": {method: {metric: mean}}}; a learned skeleton that
+    fails its checks is still measured (and its problems listed), so the figures hide nothing.
+    """
+    from data_prep.corpus import records
+    from mesh3d.io import load
+    from rigging.eval import skeleton_metrics
+
+    model = load_skeleton_model(weights)
+    methods = {"learned": lambda mesh: learned_skeleton(mesh, model=model, check=False)}
+    if geometric:
+        from rigging.skeleton.geometric import geometric_skeleton
+
+        methods["geometric"] = geometric_skeleton
+    rows = []
+    for rec in records(kind="rig", split="dev"):
+        asset = load(rec.path)
+        for name, method in methods.items():
+            t0 = time.perf_counter()
+            pred = method(asset.mesh)
+            seconds = time.perf_counter() - t0
+            row = {"rig": rec.file, "method": name, "joints": len(pred), "seconds": seconds,
+                   **skeleton_metrics(pred, asset.skeleton, asset.mesh, asset.skin)}
+            if name == "learned":
+                row["problems"] = skeleton_problems(pred, asset.mesh, model.tok.max_joints)
+            rows.append(row)
+            log(f"{rec.file:45s} {name:9s} {len(pred):3d} joints {seconds:5.2f} s  "
+                f"J2J {row['cd_j2j']:6.2f}  J2B {row['cd_j2b']:6.2f}  B2B {row['cd_b2b']:6.2f}"
+                + (f"  problems: {'; '.join(row['problems'])}" if row.get("problems") else ""))
+    mean = {m: {k: float(np.mean([r[k] for r in rows if r["method"] == m])) for k in ("cd_j2j", "cd_j2b", "cd_b2b", "seconds")}
+            for m in methods}
+    for m, v in mean.items():
+        log(f"mean {m:9s} J2J {v['cd_j2j']:.2f}  J2B {v['cd_j2b']:.2f}  B2B {v['cd_b2b']:.2f}  ({v['seconds']:.2f} s per rig)")
+    return {"rows": rows, "mean": mean}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Learned skeletons: dev-split evaluation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("evaluate", help="CD-J2J/J2B/B2B x100 on the 11 dev rigs")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--geometric", action="store_true", help="also measure the geometric skeleton")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    result = evaluate_dev(args.weights, args.geometric)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
