@@ -17,7 +17,7 @@ from mesh3d.errors import Mesh3DError
 from mesh3d.geometry.normalize import normalize_unit_cube
 from mesh3d.geometry.sampling import sample_surface
 from mesh3d.nn.trainer import TrainConfig, train
-from rigging.skeleton.learned import SkeletonModel, SkeletonTask, generate_joints, learned_skeleton, skeleton_problems
+from rigging.skeleton.learned import SkeletonTask, generate_joints, learned_skeleton, load_skeleton_model, skeleton_problems
 from rigging.skeleton.tokenizer import BOS, EOS, PAD, SkeletonTokenizer, target_joints
 
 needs_corpus = pytest.mark.skipif(corpus_dir() is None, reason="shared corpus not found (set MESH3D_DATA)")
@@ -196,13 +196,13 @@ def tiny_data(tmp_path_factory):
     rigs = [r for r in records(kind="rig") if r.file.rsplit("/", 1)[-1] in ("Fish1.glb", "Crab.glb", "Bee.glb", "Lever.glb")]
     assert len(rigs) == 4
     out = tmp_path_factory.mktemp("skeleton_data")
-    build(out, DataConfig(poses_per_rig=1, n_points=512), {"train": rigs, "dev": rigs}, log=lambda *_: None)
+    build(out, DataConfig(poses_per_rig=1, procedural_per_kind=0, n_points=512), {"train": rigs, "dev": rigs}, log=lambda *_: None)
     return out, rigs
 
 
 def test_shards_are_deterministic(tiny_data, tmp_path):
     out, rigs = tiny_data
-    build(tmp_path, DataConfig(poses_per_rig=1, n_points=512), {"train": rigs, "dev": rigs}, log=lambda *_: None)
+    build(tmp_path, DataConfig(poses_per_rig=1, procedural_per_kind=0, n_points=512), {"train": rigs, "dev": rigs}, log=lambda *_: None)
     for shard in json.loads((out / "index.json").read_text())["shards"]:
         assert (out / shard["file"]).read_bytes() == (tmp_path / shard["file"]).read_bytes()
     assert len(read_shards(out, "train")) == 4
@@ -211,7 +211,8 @@ def test_shards_are_deterministic(tiny_data, tmp_path):
 def test_overfit_four_skeletons_then_infer(tiny_data, tmp_path):
     out, rigs = tiny_data
     torch.set_num_threads(1)
-    task = SkeletonTask(str(out), shuffle_siblings=0.0, **TINY)
+    best = tmp_path / "best.safetensors"
+    task = SkeletonTask(str(out), shuffle_siblings=0.0, best_path=str(best), **TINY)
     cfg = TrainConfig(out_dir=str(tmp_path / "run"), max_steps=250, batch_size=4, lr=3e-3, min_lr=3e-4,
                       warmup_steps=20, weight_decay=0.0, log_every=50, ckpt_every=250)
     model = train(task, cfg).eval()
@@ -220,12 +221,16 @@ def test_overfit_four_skeletons_then_infer(tiny_data, tmp_path):
     for ex, (joints, parents) in zip(task.train_set, generate_joints(model, tok, points)):
         target = tok.encode(ex["joints"].numpy(), ex["parents"].numpy())
         assert np.array_equal(tok.encode(joints, parents), target)
-    # Inference on a rig's own mesh (fresh surface samples), back in the mesh's frame, checks passed.
+    # The best weights rebuild the model from their own metadata; inference on each rig's mesh
+    # (fresh surface samples) lands back in the mesh's frame and passes the checks.
     from mesh3d.io import load
 
+    loaded = load_skeleton_model(best)
+    assert loaded.n_points == TINY["n_points"] and loaded.tok.max_joints == TINY["max_joints"]
     for rec in rigs:
         asset = load(rec.path)
-        skel = learned_skeleton(asset.mesh, model=SkeletonModel(model, tok, TINY["n_points"]), seed=1)
+        skel = learned_skeleton(asset.mesh, weights=best, seed=1)
+        assert np.array_equal(skel.joints, learned_skeleton(asset.mesh, model=loaded, seed=1).joints)
         kept, _ = target_joints(asset.skeleton, asset.skin)
         gt = asset.skeleton.joints[kept]
         assert len(skel) == len(kept), rec.file

@@ -4,7 +4,8 @@ Model = shape encoder (surface points with normals -> latent tokens, the prefix)
 of mesh3d.nn.model, over the tokens of rigging.skeleton.tokenizer. Training is a `Task` for the
 shared trainer (`SkeletonTask`, data from data_prep.skeleton_data):
 
-    mesh3d train skeleton configs/skeleton.toml          # = python -m mesh3d.nn.trainer configs/skeleton.toml
+    python -m data_prep.skeleton_data --out runs/skeleton_data
+    mesh3d train skeleton rigging/weights/skeleton_train.toml   # = python -m mesh3d.nn.trainer the same file
 
 Inference (`learned_skeleton`) normalises the mesh exactly as the data was (bounding box centred,
 longest side 1), samples surface points, decodes greedily with the KV cache and the tokenizer's

@@ -68,7 +68,7 @@ class SkeletonTokenizer:
         parents = np.asarray(parents, dtype=np.int64)
         roots = np.flatnonzero(parents < 0)
         if len(roots) != 1:
-            raise Mesh3DError(f"a skeleton to tokenize needs exactly one root joint, got {len(roots)} (use target_skeleton)")
+            raise Mesh3DError(f"a skeleton to tokenize needs exactly one root joint, got {len(roots)} (see target_joints)")
         if len(parents) > self.max_joints:
             raise Mesh3DError(f"skeleton has {len(parents)} joints; this tokenizer holds at most {self.max_joints}")
         children = [[] for _ in parents]
