@@ -5,8 +5,8 @@ Steps, on the body tree of :func:`rigging.animate.kinematics.body_parents`:
 1. Axes. Up is +Y (the asset convention). The lateral axis is the horizontal axis (X or Z) the
    joints are most mirror-symmetric across; forward is the other one, signed +Z (or +X) as in glTF,
    where assets face +Z. Left is ``up x forward`` (+X for an asset facing +Z).
-2. Centre line. Joints on the symmetry plane form the trunk; its longest path (by bone length) is
-   the body axis, ordered tail/bottom -> head/top: upright when it rises more than it runs.
+2. Centre line. Joints without a mirror twin across the symmetry plane form the trunk (so a
+   coiled snake is all trunk); its longest path (by bone length) is the body axis, ordered tail/bottom -> head/top: upright when it rises more than it runs.
 3. Limbs. Every piece of the tree hanging off the centre line is a limb candidate; its chain is the
    longest path from where it hangs to a leaf. A limb whose lowest point (the mesh around it when
    a mesh is given, else its joints) is near the ground is a leg. The rest are arms (upright bodies
@@ -29,6 +29,7 @@ from mesh3d.asset import Asset, Mesh, Skeleton
 from rigging.animate.kinematics import body_parents
 
 CENTRE_TOLERANCE = 0.02  # of the body size: how far from the symmetry plane a trunk joint may be
+TWIN_TOLERANCE = 0.03  # of the body size: how far a limb joint's mirror image may be from its twin
 GROUND_TOLERANCE = 0.08  # of the body height: how close to the ground a leg's lowest point is
 
 
@@ -135,7 +136,8 @@ def _limb_chain(children: dict[int, list[int]], points: np.ndarray, start: int) 
 
 
 def _lateral_axis(points: np.ndarray) -> int:
-    """0 (X) or 2 (Z): the horizontal axis the points are most mirror-symmetric across (X on ties)."""
+    """0 (X) or 2 (Z): the horizontal axis the points are mirror-symmetric across. X (glTF assets face
+    +Z) unless Z is clearly more symmetric: an asymmetric body (a coiled snake) keeps X."""
     scores = []
     size = float(np.ptp(points, axis=0).max()) or 1.0
     for a in (0, 2):
@@ -144,7 +146,7 @@ def _lateral_axis(points: np.ndarray) -> int:
         mirrored[:, a] = 2 * centre - mirrored[:, a]
         d = np.linalg.norm(mirrored[:, None] - points[None], axis=-1).min(1)
         scores.append(float(d.mean()) / size)
-    return 0 if scores[0] <= scores[1] + 1e-3 else 2
+    return 2 if scores[1] < 0.5 * scores[0] and scores[1] < 0.05 else 0
 
 
 def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
@@ -170,7 +172,8 @@ def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
     mid = (pts[body, lat].min() + pts[body, lat].max()) / 2
 
     # 2. the centre line and its longest path
-    centre = {int(i) for i in body if abs(pts[i, lat] - mid) < CENTRE_TOLERANCE * size}
+    paired = _paired(skeleton, body, lat, mid, size)
+    centre = {int(i) for i, twin in zip(body, paired) if not twin}
     if not centre:  # an asymmetric rig: the joint nearest the plane carries the trunk alone
         centre = {int(body[np.argmin(np.abs(pts[body, lat] - mid))])}
     nb = _neighbours(parents, centre)
@@ -209,7 +212,7 @@ def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
                 if mine.any():
                     low = min(low, float(near[1][mine].min()))
             side_val = float(np.dot(pts[members].mean(0) - pts[t], left))
-            lateral = abs(side_val) > CENTRE_TOLERANCE * size
+            lateral = abs(side_val) > CENTRE_TOLERANCE * size or any(j not in centre for j in members)
             limbs.append(
                 dict(chain=chain, members=members, anchor=pos_on_axis.get(anchor, 0), low=low,
                      side=int(np.sign(side_val) or 1) if lateral else 0, lateral=lateral,
@@ -299,6 +302,37 @@ def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
     return Labels(kind, chains, parents, int(root), up, forward, left, ground, size, labels)
 
 
+def _paired(skeleton: Skeleton, joints: np.ndarray, lat: int, mid: float, size: float) -> np.ndarray:
+    """For ``joints``: True when off the symmetry plane with a mirror twin on the other side that is
+    neither its ancestor nor its descendant (left and right limbs). The rest (the trunk, and every
+    joint of a curled snake, a single chain) are centre. Helpers count as twins (a weightless
+    left clavicle still pairs the right one)."""
+    pts = skeleton.joints
+    offset = pts[:, lat] - mid
+    mirrored = pts[joints].copy()
+    mirrored[:, lat] = 2 * mid - mirrored[:, lat]
+    d = np.linalg.norm(mirrored[:, None] - pts[None], axis=-1)
+    out = np.zeros(len(joints), bool)
+    for n, j in enumerate(joints):
+        if abs(offset[j]) <= 0.002 * size:
+            continue
+        for k in np.flatnonzero((d[n] < TWIN_TOLERANCE * size) & (np.sign(offset) == -np.sign(offset[j]))):
+            if not _related(skeleton.parents, int(j), int(k)):
+                out[n] = True
+                break
+    return out
+
+
+def _related(parents: np.ndarray, a: int, b: int) -> bool:
+    """Whether one joint is an ancestor of the other."""
+    for x, y in ((a, b), (b, a)):
+        while x >= 0:
+            if x == y:
+                return True
+            x = int(parents[x])
+    return False
+
+
 def _subtree_nodes(nb: dict[int, list[int]], start: int) -> set[int]:
     seen, todo = {start}, [start]
     while todo:
@@ -336,7 +370,7 @@ def mixamo_names(skeleton: Skeleton, labels: Optional[Labels] = None) -> dict[in
     """Mixamo-compatible names for a humanoid's joints (joint index -> name); {} for other kinds.
 
     Hips is the joint the legs hang from, Spine..Spine2 the next trunk joints up to the chest,
-    then Neck and Head. Arms: a short first bone (< half the next) is the Shoulder (clavicle);
+    then Neck and Head. Arms: a short first bone (< 0.65 of the next) is the Shoulder (clavicle);
     the hand is where the fingers branch. Legs: UpLeg, Leg, Foot, ToeBase from the hip down.
     """
     labels = labels or label_chains(skeleton)
@@ -367,7 +401,7 @@ def mixamo_names(skeleton: Skeleton, labels: Optional[Labels] = None) -> dict[in
             cut = next((k for k, j in enumerate(chain) if len(children[j]) > 1), len(chain) - 1)
             chain = chain[: cut + 1]
             bones = np.linalg.norm(np.diff(pts[chain], axis=0), axis=1)
-            names = MIXAMO_ARM if len(bones) > 1 and bones[0] < 0.5 * bones[1] else MIXAMO_ARM[1:]
+            names = MIXAMO_ARM if len(bones) > 1 and bones[0] < 0.65 * bones[1] else MIXAMO_ARM[1:]  # a clavicle is short
         else:
             names = MIXAMO_LEG
         for name, j in zip(names, chain):
