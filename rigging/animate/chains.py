@@ -77,6 +77,24 @@ class Labels:
         return chains[0] if chains else None
 
 
+def leg_length(skeleton: Skeleton, labels: Labels, chain: Chain) -> float:
+    """A leg's length: its chain's length, or the height of its hip above the ground when larger
+    (rigs whose last leg joint is the knee and whose shin hangs from it)."""
+    return max(chain_length(skeleton.joints, chain.joints), float(skeleton.joints[chain.joints[0], 1] - labels.ground))
+
+
+def foot_point(skeleton: Skeleton, labels: Labels, chain: Chain) -> tuple[int, np.ndarray]:
+    """Where a leg touches the ground: its tip joint and the sole's offset from it (3,) in world
+    axes at rest. Zero when the tip is at the ground; straight down to the ground when the tip is
+    the knee and the shin hangs from it (the offset turns with that joint)."""
+    tip = chain.joints[-1]
+    h = float(skeleton.joints[tip, 1] - labels.ground)
+    offset = np.zeros(3)
+    if h > 0.1 * leg_length(skeleton, labels, chain):
+        offset[1] = -h
+    return tip, offset
+
+
 def chain_length(points: np.ndarray, chain: list[int]) -> float:
     """Summed bone length along ``chain`` (indices into ``points`` (J, 3))."""
     return float(np.linalg.norm(np.diff(points[chain], axis=0), axis=1).sum()) if len(chain) > 1 else 0.0
@@ -238,7 +256,6 @@ def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
     for m in limbs:
         if not upright and m["kind"] in ("small", "long") and m["anchor"] >= len(axis) - 2 and len(axis) >= 5:
             m["kind"] = None  # hanging from the head: ears, horns, antennae
-
         if m["kind"] == "small":
             # Legless bodies: fins. Otherwise arms, unless too short to be one (ears, antennae).
             m["kind"] = "fin" if not legs else "arm" if m["length"] > 0.1 * axis_length else None

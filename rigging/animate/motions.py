@@ -21,7 +21,7 @@ import torch
 
 from mesh3d.asset import Animation, Asset, Skeleton
 from mesh3d.errors import Mesh3DError
-from rigging.animate.chains import Chain, Labels, chain_length, label_chains
+from rigging.animate.chains import Chain, Labels, chain_length, foot_point, label_chains, leg_length
 from rigging.animate.kinematics import axis_angle_to_matrix, body_order, one_thread, pose, rotation, rotation_between, to_animation
 
 DEG = np.pi / 180
@@ -44,9 +44,9 @@ class Rig:
 
     @property
     def leg_length(self) -> float:
-        """Mean length of the legs from the hip down (0 without legs)."""
+        """Mean length of the legs (:func:`leg_length`; 0 without legs)."""
         legs = self.labels.get("leg")
-        return float(np.mean([self.length(c.joints) for c in legs])) if legs else 0.0
+        return float(np.mean([leg_length(self.skeleton, self.labels, c) for c in legs])) if legs else 0.0
 
     @property
     def body_length(self) -> float:
@@ -61,11 +61,12 @@ class Rig:
 
 @dataclass
 class Pose:
-    """What a motion builds: deltas (F, J, 3, 3), root offset (F, 3), foot goals (joint, (F, 3) targets)."""
+    """What a motion builds: deltas (F, J, 3, 3), root offset (F, 3), and foot goals: (joint, offset
+    (3,) of the point from the joint at rest, (F, 3) targets of that point)."""
 
     deltas: np.ndarray
     root: np.ndarray
-    goals: list[tuple[int, np.ndarray]]
+    goals: list[tuple[int, np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -133,15 +134,15 @@ def make_motion(name: str, asset_or_skeleton, labels: Optional[Labels] = None, f
 # inverse kinematics
 
 
-def solve_ik(rig: Rig, deltas: torch.Tensor, root: torch.Tensor, goals: list[tuple[int, np.ndarray]], iters: int = 40) -> torch.Tensor:
-    """Deltas with the leg joints rotated so the goal joints reach their targets (F, 3).
+def solve_ik(rig: Rig, deltas: torch.Tensor, root: torch.Tensor, goals: list[tuple[int, np.ndarray, np.ndarray]], iters: int = 40) -> torch.Tensor:
+    """Deltas with the leg joints rotated so the goal points reach their targets (F, 3).
 
     Minimises, over a rotation vector per frame and leg joint, the squared distance to the targets
     (in leg lengths) plus small terms keeping rotations near the motion's and frames smooth. The
     last frame equals the first (a loop), so frames are solved once with cyclic smoothness.
     """
     legs = rig.labels.get("leg")
-    free = sorted({j for c in legs for j in _leg_joints(rig, c)[:-1]})
+    free = sorted({j for c in legs for j in _leg_joints(rig, c)[: None if _on_shin(rig, c) else -1]})
     if not free:
         return deltas
     scale = rig.scale or 1.0
@@ -149,12 +150,14 @@ def solve_ik(rig: Rig, deltas: torch.Tensor, root: torch.Tensor, goals: list[tup
     init = torch.zeros(n, len(free), 3, dtype=torch.float64)
     for c in legs:  # a straight leg has no preferred bend: start with knees slightly forward
         js = _leg_joints(rig, c)
-        if len(js) >= 3 and _straightness(rig.joints[js]) < 0.02:
-            for j in js[1:-1]:
+        knees = js[1:] if _on_shin(rig, c) else js[1:-1]
+        if knees and _straightness(rig.joints[js] if len(js) > 2 else rig.joints[js + [c.joints[-1]]]) < 0.02:
+            for j in knees:
                 init[:, free.index(j)] = torch.from_numpy(0.1 * rig.labels.left)
     r = init.clone().requires_grad_(True)
-    targets = torch.from_numpy(np.stack([t[:n] for _, t in goals], 1))
-    idx = [j for j, _ in goals]
+    targets = torch.from_numpy(np.stack([t[:n] for _, _, t in goals], 1))
+    offsets = torch.from_numpy(np.stack([o for _, o, _ in goals]))
+    idx = [j for j, _, _ in goals]
     # Only the goals' ancestors matter here.
     need = set()
     for j in idx:
@@ -168,8 +171,9 @@ def solve_ik(rig: Rig, deltas: torch.Tensor, root: torch.Tensor, goals: list[tup
         opt.zero_grad()
         d = d0.clone()
         d[:, free] = base @ axis_angle_to_matrix(r)
-        _, p = pose(rig.joints, rig.labels.parents, order, d, root)
-        loss = ((p[:, idx] - targets) ** 2).sum(-1).mean() / scale**2
+        g, p = pose(rig.joints, rig.labels.parents, order, d, root)
+        point = p[:, idx] + (g[:, idx] @ offsets[..., None])[..., 0]
+        loss = ((point - targets) ** 2).sum(-1).mean() / scale**2
         loss = loss + 1e-4 * (r**2).sum(-1).mean() + 1e-2 * ((r.roll(-1, 0) - r) ** 2).sum(-1).mean()
         loss.backward()
         return loss
@@ -198,17 +202,30 @@ def _leg_joints(rig: Rig, chain: Chain) -> list[int]:
     return [j for j in chain.joints if j not in trunk]
 
 
-def _foot(rig: Rig, chain: Chain) -> list[int]:
-    """The joints a foot goal pins: the tip, plus the ankle when the last bone is a short foot/hoof."""
+def _on_shin(rig: Rig, chain: Chain) -> bool:
+    """Whether the leg stands on a shin hanging from its tip joint (see :func:`foot_point`)."""
+    return bool(foot_point(rig.skeleton, rig.labels, chain)[1].any())
+
+
+def _foot(rig: Rig, chain: Chain) -> list[tuple[int, np.ndarray]]:
+    """The points a foot goal pins, as (joint, offset): the sole; the ankle and toe tip when the
+    last bone is a short foot or hoof (so the foot stays level)."""
     js = _leg_joints(rig, chain)
+    if _on_shin(rig, chain):
+        return [foot_point(rig.skeleton, rig.labels, chain)]
     if len(js) >= 3 and np.linalg.norm(rig.joints[js[-1]] - rig.joints[js[-2]]) < 0.3 * rig.length(js):
-        return [js[-2], js[-1]]
-    return [js[-1]]
+        return [(js[-2], np.zeros(3)), (js[-1], np.zeros(3))]
+    return [(js[-1], np.zeros(3))]
+
+
+def _goal(rig: Rig, joint: int, offset: np.ndarray, shift: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """A goal moving the point (joint + offset) by ``shift`` (F, 3) from its rest position."""
+    return joint, offset, rig.joints[joint] + offset + shift
 
 
 def _flat_feet(rig: Rig, deltas, root, g, p):
-    """Keep each leg's tip joint at its rest orientation (soles stay level)."""
-    tips = [_leg_joints(rig, c)[-1] for c in rig.labels.get("leg")]
+    """Keep each leg's tip joint at its rest orientation (soles stay level), unless a shin hangs from it."""
+    tips = [_leg_joints(rig, c)[-1] for c in rig.labels.get("leg") if not _on_shin(rig, c)]
     if not tips:
         return g, p
     d = deltas.clone()
@@ -276,41 +293,46 @@ def _upper_arm(rig: Rig, chain: Chain) -> int:
     return k
 
 
-def _relax_arms(rig: Rig, deltas: np.ndarray, weight: np.ndarray | float = 1.0) -> None:
-    """Lower arms held out (T-pose) to hang 25 degrees from vertical."""
-    u = rig.labels.up
-    for c in rig.labels.get("arm"):
-        k = _upper_arm(rig, c)
-        d = _bone_dir(rig, c.joints, k)
-        if np.degrees(np.arccos(np.clip(np.dot(d, -u), -1, 1))) < 35:
-            continue
-        out = d - np.dot(d, u) * u
-        out = out / (np.linalg.norm(out) or 1.0)
-        target = -u * np.cos(25 * DEG) + out * np.sin(25 * DEG)
-        rot = rotation_between(d, target)
-        rv = _rotvec(rot)
-        _turn(deltas, c.joints[k], rotation(rv / (np.linalg.norm(rv) or 1.0), np.linalg.norm(rv) * np.broadcast_to(weight, deltas.shape[:1])))
-
-
-def _rotvec(m: np.ndarray) -> np.ndarray:
-    angle = np.arccos(np.clip((np.trace(m) - 1) / 2, -1, 1))
-    if angle < 1e-9:
-        return np.zeros(3)
-    axis = np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]])
-    if np.linalg.norm(axis) < 1e-9:  # 180 degrees
-        w, v = np.linalg.eigh(m + m.T)
-        axis = v[:, -1]
-    return axis / np.linalg.norm(axis) * angle
-
-
-def _arm_dir_after_relax(rig: Rig, chain: Chain) -> np.ndarray:
-    d = _bone_dir(rig, chain.joints, _upper_arm(rig, chain))
+def _relaxed(rig: Rig, d: np.ndarray) -> np.ndarray:
+    """Where an upper arm pointing along ``d`` hangs when relaxed: 25 degrees from vertical, out to
+    its side; an arm already hanging (within 35 degrees of vertical) stays as it is."""
     u = rig.labels.up
     if np.degrees(np.arccos(np.clip(np.dot(d, -u), -1, 1))) < 35:
         return d
     out = d - np.dot(d, u) * u
     out = out / (np.linalg.norm(out) or 1.0)
     return -u * np.cos(25 * DEG) + out * np.sin(25 * DEG)
+
+
+def _relax_arms(rig: Rig, deltas: np.ndarray) -> None:
+    """Lower arms held out (T-pose) to their relaxed direction."""
+    for c in rig.labels.get("arm"):
+        k = _upper_arm(rig, c)
+        d = _bone_dir(rig, c.joints, k)
+        _turn(deltas, c.joints[k], np.broadcast_to(rotation_between(d, _relaxed(rig, d)), deltas.shape[:1] + (3, 3)))
+
+
+def _rotvec(m: np.ndarray) -> np.ndarray:
+    """Rotation vector (3,) of a rotation matrix (3, 3)."""
+    angle = np.arccos(np.clip((np.trace(m) - 1) / 2, -1, 1))
+    if angle < 1e-9:
+        return np.zeros(3)
+    axis = np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]])
+    if np.linalg.norm(axis) < 1e-9:  # 180 degrees
+        axis = np.linalg.eigh(m + m.T)[1][:, -1]
+    return axis / np.linalg.norm(axis) * angle
+
+
+def _arm_dir_after_relax(rig: Rig, chain: Chain) -> np.ndarray:
+    return _relaxed(rig, _bone_dir(rig, chain.joints, _upper_arm(rig, chain)))
+
+
+def _turn_towards(deltas: np.ndarray, joint: int, d: np.ndarray, target: np.ndarray, amount: np.ndarray) -> None:
+    """Turn ``joint`` so direction ``d`` moves towards ``target`` by the fraction ``amount`` (F,)."""
+    rv = _rotvec(rotation_between(d, target))
+    angle = np.linalg.norm(rv)
+    if angle > 1e-9:
+        _turn(deltas, joint, rotation(rv / angle, angle * amount))
 
 
 def _swing_axis(d: np.ndarray, forward: np.ndarray) -> np.ndarray:
@@ -342,7 +364,7 @@ def _planted(rig: Rig, n: int, skip: tuple[int, ...] = ()) -> list[tuple[int, np
     goals = []
     for i, c in enumerate(rig.labels.get("leg")):
         if i not in skip:
-            goals += [(j, np.repeat(rig.joints[j][None], n, 0)) for j in _foot(rig, c)]
+            goals += [_goal(rig, j, o, np.zeros((n, 3))) for j, o in _foot(rig, c)]
     return goals
 
 
@@ -371,7 +393,7 @@ def _gait_offsets(rig: Rig, pattern: str) -> list[float]:
 
 def _foot_path(phi: np.ndarray, duty: float, stride: float, lift: float) -> tuple[np.ndarray, np.ndarray]:
     """Foot displacement along forward and up over a cycle: stance from +stride/2 to -stride/2 at
-    constant speed, then a swing back with matching end velocities (C1 everywhere)."""
+    constant speed, then a swing back with matching horizontal end velocities, lifting at once."""
     phi = phi % 1.0
     x = np.empty_like(phi)
     y = np.zeros_like(phi)
@@ -380,7 +402,7 @@ def _foot_path(phi: np.ndarray, duty: float, stride: float, lift: float) -> tupl
     s = (phi[~st] - duty) / (1 - duty)
     v = -stride / duty * (1 - duty)  # stance speed in swing-time units
     x[~st] = (2 * s**3 - 3 * s**2 + 1) * (-stride / 2) + (s**3 - 2 * s**2 + s) * v + (-2 * s**3 + 3 * s**2) * (stride / 2) + (s**3 - s**2) * v
-    y[~st] = lift * (1 - np.cos(2 * np.pi * s)) / 2
+    y[~st] = lift * np.sin(np.pi * s)  # a brisk lift-off: the foot clears the ground at once
     return x, y
 
 
@@ -393,8 +415,8 @@ def _gait(rig: Rig, phi: np.ndarray, pattern: str, duty: float, stride: float, l
     for c, off in zip(lab.get("leg"), _gait_offsets(rig, pattern)):
         x, y = _foot_path(phi + off, duty, stride * L, lift * L)
         disp.append(x)
-        for j in _foot(rig, c):
-            goals.append((j, rig.joints[j] + x[:, None] * lab.forward + y[:, None] * lab.up))
+        for j, o in _foot(rig, c):
+            goals.append(_goal(rig, j, o, x[:, None] * lab.forward + y[:, None] * lab.up))
     legs = len(lab.get("leg"))
     steps = 2 if legs <= 2 else 4  # the body dips at each support change
     root = (-0.04 * L - bob * L * (1 + np.cos(2 * np.pi * steps * phi)) / 2)[:, None] * lab.up
@@ -419,12 +441,12 @@ def _gait(rig: Rig, phi: np.ndarray, pattern: str, duty: float, stride: float, l
 
 @_register("walk", "walk cycle in place: biped, quadruped or many-legged wave gait, strides scaled to leg length", 1.1, _legs_needed)
 def _walk(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
-    return _gait(rig, phi, "wave", duty=0.65, stride=0.45, lift=0.1, bob=0.015, arm_swing=18 * DEG, elbow=12 * DEG, lean=2 * DEG)
+    return _gait(rig, phi, "wave", duty=0.65, stride=0.45, lift=0.1, bob=0.01, arm_swing=18 * DEG, elbow=12 * DEG, lean=2 * DEG)
 
 
 @_register("run", "run cycle in place: biped run, trot or tripod gait with a flight phase", 0.66, _legs_needed)
 def _run(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
-    return _gait(rig, phi, "alternate", duty=0.4, stride=0.7, lift=0.22, bob=0.04, arm_swing=35 * DEG, elbow=70 * DEG, lean=8 * DEG)
+    return _gait(rig, phi, "alternate", duty=0.42, stride=0.6, lift=0.22, bob=0.04, arm_swing=35 * DEG, elbow=70 * DEG, lean=8 * DEG)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,7 +457,7 @@ def _breathe(rig: Rig, deltas: np.ndarray, phi: np.ndarray, cycles: int = 1) -> 
     """Breathing and a slow sway; returns the root offset (F, 3)."""
     lab, n = rig.labels, len(phi)
     w = np.sin(2 * np.pi * cycles * phi)
-    _spread(deltas, _trunk(rig, "spine"), lab.left, -2.5 * DEG * w)
+    _spread(deltas, _trunk(rig, "spine"), lab.left, -2 * DEG * w)
     _spread(deltas, _trunk(rig, "neck", "head"), lab.left, 2 * DEG * w)
     _tail_sway(rig, deltas, phi, 8 * DEG, cycles)
     _relax_arms(rig, deltas)
@@ -485,8 +507,7 @@ def _wave(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
         d = _arm_dir_after_relax(rig, c) if c.kind == "arm" else _bone_dir(rig, c.joints, 0)
         out = d - np.dot(d, lab.up) * lab.up
         out = out / (np.linalg.norm(out) or 1.0)
-        rv = _rotvec(rotation_between(d, lab.up * 0.8 + out * 0.6))
-        _turn(deltas, c.joints[k], rotation(rv / (np.linalg.norm(rv) or 1.0), np.linalg.norm(rv) * e))
+        _turn_towards(deltas, c.joints[k], d, lab.up * 0.8 + out * 0.6, e)
         if k + 1 < len(c.joints):
             _turn(deltas, c.joints[k + 1], rotation(lab.forward, -c.side * wag))
     elif len(legs) >= 4:  # a front leg paws the air; the others stay planted
@@ -516,8 +537,7 @@ def _attack(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
         k = _upper_arm(rig, c)
         d = _arm_dir_after_relax(rig, c)
         if c.side < 0:  # the right arm punches forward
-            rv = _rotvec(rotation_between(d, lab.forward))
-            _turn(deltas, c.joints[k], rotation(rv / (np.linalg.norm(rv) or 1.0), np.linalg.norm(rv) * strike - 20 * DEG * wind))
+            _turn_towards(deltas, c.joints[k], d, lab.forward, strike - 0.35 * wind)
         else:
             _turn(deltas, c.joints[k], rotation(_swing_axis(d, lab.forward), 30 * DEG * (wind + strike)))
     for c in lab.get("wing") + lab.get("fin"):
@@ -554,8 +574,8 @@ def _jump(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
         _spread(deltas, t.joints, lab.left, 15 * DEG * air)
     goals = []
     for leg in lab.get("leg"):
-        for j in _foot(rig, leg):
-            goals.append((j, rig.joints[j] + feet[:, None] * lab.up))
+        for j, o in _foot(rig, leg):
+            goals.append(_goal(rig, j, o, feet[:, None] * lab.up))
     return Pose(deltas, body[:, None] * lab.up, goals)
 
 
@@ -591,10 +611,10 @@ def _axis_needed(labels: Labels) -> Optional[str]:
     return None if len(_axis_order(labels)) >= 3 else "its body axis has fewer than 3 joints"
 
 
-@_register("swim", "fish swim: a travelling wave growing towards the tail, fins paddling", 1.2, _axis_needed)
+@_register("swim", "fish swim (cruising): a travelling wave growing towards the tail, fins paddling", 2.0, _axis_needed)
 def _swim(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
     lab = rig.labels
-    deltas = _wave_body(rig, phi, lambda s: 22 * DEG * (0.15 + 0.85 * s**2), 1.0, 0.5)
+    deltas = _wave_body(rig, phi, lambda s: 15 * DEG * (0.15 + 0.85 * s**2), 1.0, 0.5)
     for c in lab.get("fin") + lab.get("wing"):
         for k, j in enumerate(c.joints):
             _turn(deltas, j, rotation(lab.forward, c.side * 15 * DEG * np.sin(2 * np.pi * phi - 0.6 * k)))

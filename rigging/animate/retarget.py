@@ -9,9 +9,9 @@
    gives a planted target foot; the root's orientation.
 3. Solve per-frame rotations of every body joint plus a root offset by differentiable forward
    kinematics in torch (L-BFGS), starting from the source's world rotations copied across the map,
-   with a smoothness term (joint accelerations) and a foot-contact term (while the source foot is
-   in contact, the target foot's horizontal steps equal the scaled source steps: planted feet stay
-   planted, feet on an in-place treadmill keep its speed). Bone lengths hold exactly: the unknowns are
+   with smoothness terms (joint accelerations, rotation accelerations) and a foot-contact term
+   (while the source foot is in contact, the target foot moves with the ground: the median step of
+   the source's contact feet, zero over still ground, the treadmill speed of an in-place loop). Bone lengths hold exactly: the unknowns are
    rotations (see :mod:`rigging.animate.kinematics`); ``quality.clip_metrics`` measures the drift.
 """
 
@@ -24,7 +24,7 @@ import torch
 
 from mesh3d.asset import Animation, Asset
 from mesh3d.errors import Mesh3DError
-from rigging.animate.chains import Chain, Labels, chain_length, label_chains
+from rigging.animate.chains import Chain, Labels, chain_length, foot_point, label_chains, leg_length
 from rigging.animate.kinematics import (
     axis_angle_to_matrix,
     body_order,
@@ -36,6 +36,13 @@ from rigging.animate.kinematics import (
     world_pose,
 )
 from rigging.animate.quality import CONTACT_HEIGHT
+
+# Loss weights (terms are squared distances over the target's size squared).
+W_ROOT_ROTATION = 0.1
+W_CONTACT = 20.0
+W_SMOOTH = 50.0
+W_SMOOTH_ROTATION = 1.0
+W_REST = 1e-3
 
 
 def find_clip(asset: Asset, name: str) -> Animation:
@@ -81,7 +88,7 @@ def _resample(track: np.ndarray, at_src: np.ndarray, at: np.ndarray) -> np.ndarr
     return track[:, k] * (1 - w) + track[:, k + 1] * w
 
 
-def retarget(source: Asset, clip: Animation | str, target: Asset, iters: int = 80,
+def retarget(source: Asset, clip: Animation | str, target: Asset, iters: int = 300,
              src_labels: Optional[Labels] = None, dst_labels: Optional[Labels] = None) -> Animation:
     """``clip`` of ``source`` (an Animation or its name) replayed on ``target``'s skeleton."""
     if source.skeleton is None or target.skeleton is None:
@@ -103,7 +110,7 @@ def retarget(source: Asset, clip: Animation | str, target: Asset, iters: int = 8
 
     legs_s, legs_t = ls.get("leg"), lt.get("leg")
     if legs_s and legs_t:
-        ratio = np.mean([chain_length(ts.joints, c.joints) for c in legs_t]) / np.mean([chain_length(ss.joints, c.joints) for c in legs_s])
+        ratio = np.mean([leg_length(ts, lt, c) for c in legs_t]) / np.mean([leg_length(ss, ls, c) for c in legs_s])
     else:
         ratio = lt.size / ls.size
 
@@ -130,19 +137,28 @@ def retarget(source: Asset, clip: Animation | str, target: Asset, iters: int = 8
     d0 = torch.from_numpy(deltas_from_world(parents, order, world0))
 
     root_goal = ts.joints[lt.root] + (p_src[:, ls.root] - bind_src[ls.root]) * ratio
-    feet = []  # (target tip, goal (F, 3), contact (F,))
+    feet = []  # (target tip, sole offset, goal (F, 3), source contact (F,))
+    ground_steps = []
     for a, b in [(a, b) for a, b in pairs if a.kind == "leg"]:
-        sa, tb = a.joints[-1], b.joints[-1]
-        goal = ts.joints[tb] + (p_src[:, sa] - bind_src[sa]) * ratio
-        h = p_src[:, sa] @ ls.up
-        contact = h - h.min() < CONTACT_HEIGHT * chain_length(ss.joints, a.joints)
-        feet.append((tb, goal, contact))
+        sa, so = foot_point(ss, ls, a)
+        tb, to = foot_point(ts, lt, b)
+        src_foot = p_src[:, sa] + g_src[:, sa] @ (align @ so)
+        goal = ts.joints[tb] + to + (src_foot - (bind_src[sa] + align @ so)) * ratio
+        h = src_foot @ ls.up
+        contact = h - h.min() < CONTACT_HEIGHT * leg_length(ss, ls, a)
+        both = contact[1:] & contact[:-1]
+        ground_steps.append(np.diff(src_foot, axis=0)[both])
+        feet.append((tb, to, goal, both))
+    # The ground under the source's contact feet: still, or a treadmill for in-place clips.
+    steps = np.concatenate(ground_steps) if ground_steps else np.zeros((0, 3))
+    ground = np.median(steps, axis=0) * ratio if len(steps) else np.zeros(3)
 
     size = lt.size
     t_root_goal = torch.from_numpy(root_goal)
     t_root_rot = torch.from_numpy(g_src[:, ls.root])
     shape_t = [(list(js), s, torch.from_numpy(w)) for js, s, w in shape_terms]
-    feet_t = [(j, torch.from_numpy(g), torch.from_numpy(c[1:] & c[:-1]).double()) for j, g, c in feet]
+    feet_t = [(j, torch.from_numpy(o), torch.from_numpy(g), torch.from_numpy(c).double()) for j, o, g, c in feet]
+    t_ground = torch.from_numpy(ground)
     up = torch.from_numpy(lt.up)
     r = torch.zeros(n, len(ts), 3, dtype=torch.float64, requires_grad=True)
     off = torch.from_numpy(root_goal - ts.joints[lt.root]).clone().requires_grad_(True)
@@ -156,18 +172,21 @@ def retarget(source: Asset, clip: Animation | str, target: Asset, iters: int = 8
         for js, s, want in shape_t:
             loss = loss + (((p[:, js] - p[:, s : s + 1]) - want) ** 2).sum(-1).mean()
         loss = loss + ((p[:, lt.root] - t_root_goal) ** 2).sum(-1).mean()
-        loss = loss + 0.1 * size**2 * ((g[:, lt.root] - t_root_rot) ** 2).sum((-1, -2)).mean()
-        for j, goal, contact in feet_t:
-            loss = loss + ((p[:, j] - goal) ** 2).sum(-1).mean()
-            # While the source foot is down, the target foot moves with the ground (treadmill in an
-            # in-place clip, still otherwise): its horizontal steps follow the goal's.
-            step = (p[1:, j] - p[:-1, j]) - (goal[1:] - goal[:-1])
+        loss = loss + W_ROOT_ROTATION * size**2 * ((g[:, lt.root] - t_root_rot) ** 2).sum((-1, -2)).mean()
+        for j, offset, goal, contact in feet_t:
+            foot = p[:, j] + g[:, j] @ offset
+            loss = loss + ((foot - goal) ** 2).sum(-1).mean()
+            # While the source foot is down, the target foot moves with the ground (not with
+            # whatever the source foot slid): horizontal steps equal the ground's.
+            step = foot[1:] - foot[:-1] - t_ground
             flat = step - (step @ up)[:, None] * up
-            loss = loss + 10 * ((flat**2).sum(-1) * contact).mean()
+            loss = loss + W_CONTACT * ((flat**2).sum(-1) * contact).mean()
         if n >= 3:
             acc = p[2:] - 2 * p[1:-1] + p[:-2]
-            loss = loss + 0.5 * (acc**2).sum(-1).mean()
-        loss = loss / size**2 + 1e-3 * (r**2).sum(-1).mean()
+            loss = loss + W_SMOOTH * (acc**2).sum(-1).mean()
+            # Joints no position term reaches (a head, ears) must not wobble either.
+            loss = loss + W_SMOOTH_ROTATION * size**2 * ((r[2:] - 2 * r[1:-1] + r[:-2]) ** 2).sum(-1).mean()
+        loss = loss / size**2 + W_REST * (r**2).sum(-1).mean()
         loss.backward()
         return loss
 
