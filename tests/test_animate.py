@@ -108,6 +108,19 @@ def test_procedural_creatures_are_labelled_as_their_kind():
             assert label_chains(a.skeleton, a.mesh).kind == label, (kind, seed)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("rigging.skeleton") is None, reason="rigging.skeleton.geometric not in this checkout")
+def test_geometric_rigs_are_labelled_like_the_artist_rigs(rigs):
+    from rigging.skeleton.geometric import geometric_skeleton
+
+    for f in ("animals_pack/Wolf.glb", "animals_pack/Bull.glb", "modular_men/Casual.glb", "mech_pack/Stan.glb"):
+        asset, artist = rigs[f]
+        skeleton = geometric_skeleton(asset.mesh)
+        labels = label_chains(skeleton, asset.mesh)
+        assert labels.kind == artist.kind, f
+        walk = clip_metrics(skeleton, make_motion("walk", skeleton, labels), labels)
+        assert walk.slide <= SLIDE_LIMIT and walk.drift < 1e-9
+
+
 def test_motions_loop_seamlessly_and_keep_bones(rigs):
     for f in ("animals_pack/Wolf.glb", ASTRONAUT, "fish_pack/Whale.glb"):
         asset, labels = rigs[f]

@@ -155,16 +155,20 @@ def _limb_chain(children: dict[int, list[int]], points: np.ndarray, start: int) 
 
 def _lateral_axis(points: np.ndarray) -> int:
     """0 (X) or 2 (Z): the horizontal axis the points are mirror-symmetric across. X (glTF assets face
-    +Z) unless Z is clearly more symmetric: an asymmetric body (a coiled snake) keeps X."""
+    +Z) unless X is clearly asymmetric and Z clearly better (an asset facing +X). Scores are median
+    mirror distances, so a prop in one hand does not break a symmetric body."""
     scores = []
     size = float(np.ptp(points, axis=0).max()) or 1.0
     for a in (0, 2):
-        centre = (points[:, a].min() + points[:, a].max()) / 2
+        centre = float(np.median(points[:, a]))
         mirrored = points.copy()
         mirrored[:, a] = 2 * centre - mirrored[:, a]
         d = np.linalg.norm(mirrored[:, None] - points[None], axis=-1).min(1)
-        scores.append(float(d.mean()) / size)
-    return 2 if scores[1] < 0.5 * scores[0] and scores[1] < 0.05 else 0
+        scores.append(float(np.median(d)) / size)
+    ext = np.ptp(points, axis=0)
+    # A body flat along Z (a T-posed figure) is trivially Z-symmetric: that says nothing.
+    flat = ext[2] < 0.3 * ext[0]
+    return 2 if scores[0] > 0.02 and scores[1] < 0.5 * scores[0] and scores[1] < 0.05 and not flat else 0
 
 
 def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
@@ -187,7 +191,10 @@ def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
         lo, hi = np.minimum(lo, mesh.bounds[0]), np.maximum(hi, mesh.bounds[1])
     size = float((hi - lo).max()) or 1.0
     ground, height = float(lo[1]), float(hi[1] - lo[1]) or size
-    mid = (pts[body, lat].min() + pts[body, lat].max()) / 2
+    # The symmetry plane passes through the branching joints (pelvis, chest, and pairs of hands):
+    # their median, not the box centre, which a prop in one hand would shift.
+    forks = [i for i in body if len(children[i]) >= 2] or list(body)
+    mid = float(np.median(pts[forks, lat]))
 
     # 2. the centre line and its longest path
     paired = _paired(skeleton, body, lat, mid, size)

@@ -74,7 +74,7 @@ class Motion:
     name: str
     description: str
     seconds: float
-    build: Callable[[Rig, np.ndarray, float], Pose]
+    build: Callable[[Rig, np.ndarray], Pose]  # (rig, phase (F,) in [0, 1]) -> pose
     needs: Callable[[Labels], Optional[str]]  # why the motion does not apply, or None
 
 
@@ -120,7 +120,7 @@ def make_motion(name: str, asset_or_skeleton, labels: Optional[Labels] = None, f
     frames = max(2, int(round(seconds * fps)) + 1)
     phi = np.linspace(0.0, 1.0, frames)
     rig = Rig(skeleton, labels, body_order(labels.parents))
-    built = motion.build(rig, phi, seconds)
+    built = motion.build(rig, phi)
     deltas = torch.from_numpy(built.deltas)
     root = torch.from_numpy(built.root)
     if built.goals:
@@ -150,8 +150,12 @@ def solve_ik(rig: Rig, deltas: torch.Tensor, root: torch.Tensor, goals: list[tup
     init = torch.zeros(n, len(free), 3, dtype=torch.float64)
     for c in legs:  # a straight leg has no preferred bend: start with knees slightly forward
         js = _leg_joints(rig, c)
-        knees = js[1:] if _on_shin(rig, c) else js[1:-1]
-        if knees and _straightness(rig.joints[js] if len(js) > 2 else rig.joints[js + [c.joints[-1]]]) < 0.02:
+        points = rig.joints[js]
+        if _on_shin(rig, c):  # the sole ends the leg
+            tip, offset = foot_point(rig.skeleton, rig.labels, c)
+            points = np.vstack([points, rig.joints[tip] + offset])
+        if len(points) >= 3 and _straightness(points) < 0.02:
+            knees = js[1:] if _on_shin(rig, c) else js[1:-1]
             for j in knees:
                 init[:, free.index(j)] = torch.from_numpy(0.1 * rig.labels.left)
     r = init.clone().requires_grad_(True)
@@ -440,12 +444,12 @@ def _gait(rig: Rig, phi: np.ndarray, pattern: str, duty: float, stride: float, l
 
 
 @_register("walk", "walk cycle in place: biped, quadruped or many-legged wave gait, strides scaled to leg length", 1.1, _legs_needed)
-def _walk(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
+def _walk(rig: Rig, phi: np.ndarray) -> Pose:
     return _gait(rig, phi, "wave", duty=0.65, stride=0.45, lift=0.1, bob=0.01, arm_swing=18 * DEG, elbow=12 * DEG, lean=2 * DEG)
 
 
 @_register("run", "run cycle in place: biped run, trot or tripod gait with a flight phase", 0.66, _legs_needed)
-def _run(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
+def _run(rig: Rig, phi: np.ndarray) -> Pose:
     return _gait(rig, phi, "alternate", duty=0.42, stride=0.6, lift=0.22, bob=0.04, arm_swing=35 * DEG, elbow=70 * DEG, lean=8 * DEG)
 
 
@@ -470,7 +474,7 @@ def _breathe(rig: Rig, deltas: np.ndarray, phi: np.ndarray, cycles: int = 1) -> 
 
 
 @_register("idle", "breathing idle: chest rise, slow sway, feet planted", 3.5)
-def _idle(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
+def _idle(rig: Rig, phi: np.ndarray) -> Pose:
     deltas = _identity(rig, len(phi))
     root = _breathe(rig, deltas, phi)
     return Pose(deltas, root, _planted(rig, len(phi)))
@@ -481,7 +485,7 @@ def _has_head(labels: Labels) -> Optional[str]:
 
 
 @_register("look_around", "turn the head left and right, with a glance up", 4.0, _has_head)
-def _look_around(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
+def _look_around(rig: Rig, phi: np.ndarray) -> Pose:
     lab = rig.labels
     deltas = _identity(rig, len(phi))
     root = _breathe(rig, deltas, phi)
@@ -492,7 +496,7 @@ def _look_around(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
 
 
 @_register("wave", "raise a right arm (or wing, front leg, head) and wave", 2.4)
-def _wave(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
+def _wave(rig: Rig, phi: np.ndarray) -> Pose:
     lab, n = rig.labels, len(phi)
     deltas = _identity(rig, n)
     root = _breathe(rig, deltas, phi)
@@ -524,7 +528,7 @@ def _wave(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
 
 
 @_register("attack", "wind up and strike: punch, head-butt or lunge", 1.2)
-def _attack(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
+def _attack(rig: Rig, phi: np.ndarray) -> Pose:
     lab, n = rig.labels, len(phi)
     deltas = _identity(rig, n)
     wind = _hermite([(0, 0, 0), (0.35, 1, 0), (0.5, 0, 0)], phi)
@@ -552,7 +556,7 @@ def _attack(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
 
 
 @_register("jump", "crouch, jump, land and recover", 1.3)
-def _jump(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
+def _jump(rig: Rig, phi: np.ndarray) -> Pose:
     lab, n = rig.labels, len(phi)
     s = rig.scale
     deltas = _identity(rig, n)
@@ -612,7 +616,7 @@ def _axis_needed(labels: Labels) -> Optional[str]:
 
 
 @_register("swim", "fish swim (cruising): a travelling wave growing towards the tail, fins paddling", 2.0, _axis_needed)
-def _swim(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
+def _swim(rig: Rig, phi: np.ndarray) -> Pose:
     lab = rig.labels
     deltas = _wave_body(rig, phi, lambda s: 15 * DEG * (0.15 + 0.85 * s**2), 1.0, 0.5)
     for c in lab.get("fin") + lab.get("wing"):
@@ -625,13 +629,13 @@ def _swim(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
 
 
 @_register("slither", "snake undulation: two lateral waves running down the body", 1.6, _axis_needed)
-def _slither(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
+def _slither(rig: Rig, phi: np.ndarray) -> Pose:
     deltas = _wave_body(rig, phi, lambda s: 30 * DEG * np.ones_like(s), 0.5, 0.3)
     return Pose(deltas, np.zeros((len(phi), 3)), [])
 
 
 @_register("fly", "wing flaps with a lagging tip, body bobbing, legs tucked", 0.6, lambda lab: None if lab.get("wing") else "it has no wings")
-def _fly(rig: Rig, phi: np.ndarray, seconds: float) -> Pose:
+def _fly(rig: Rig, phi: np.ndarray) -> Pose:
     lab = rig.labels
     deltas = _identity(rig, len(phi))
     for c in lab.get("wing"):

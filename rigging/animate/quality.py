@@ -1,8 +1,10 @@
 """Motion quality: jitter, foot sliding and bone-length drift, and the table behind the issue's claims.
 
 Run ``python -m rigging.animate.quality`` for the table: our motions on the shared rigs' own
-skeletons next to the same rigs' artist clips, and retargeted clips (a quadruped walk onto another
-quadruped, a humanoid run onto another humanoid).
+skeletons next to the same rigs' artist clips, retargeted clips (a quadruped walk onto another
+quadruped, a humanoid run onto another humanoid), and, when those modules are present, our motions
+on geometric skeletons of the same meshes (rigging.skeleton.geometric) and on procedural creatures
+(data_prep.procedural).
 
 Definitions (all from joint world positions of the non-helper joints, by forward kinematics):
 
@@ -172,7 +174,29 @@ def quality_table(own: tuple[str, ...] = OWN_RIGS, retargets=RETARGETS, procedur
         limit = max(SLIDE_LIMIT, ref.slide or 0.0)
         rows.append(_row(Path(dst).stem, t_labels.kind, f"{clip} from {Path(src).stem}", m, ref, ref_name, limit))
     if procedural:
-        rows += _procedural_rows()
+        rows += _geometric_rows(get, own) + _procedural_rows()
+    return rows
+
+
+def _geometric_rows(get, files) -> list[dict]:
+    """Our motions on geometric skeletons of the shared rigs' meshes (rigging.skeleton.geometric,
+    when that module exists), judged against the same assets' artist clips."""
+    import importlib.util
+
+    if importlib.util.find_spec("rigging.skeleton") is None or importlib.util.find_spec("rigging.skeleton.geometric") is None:
+        return []
+    from rigging.animate.motions import make_motion
+    from rigging.skeleton.geometric import geometric_skeleton
+
+    rows = []
+    for file in files:
+        asset, artist_labels = get(file)
+        skeleton = geometric_skeleton(asset.mesh)
+        labels = label_chains(skeleton, asset.mesh)
+        for motion in motions_for(labels):
+            ref, ref_name = _reference(asset, artist_labels, motion)
+            m = clip_metrics(skeleton, make_motion(motion, skeleton, labels), labels)
+            rows.append(_row(f"geometric {Path(file).stem}", labels.kind, motion, m, ref, ref_name))
     return rows
 
 
@@ -218,7 +242,7 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rigging.animate.quality", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--no-procedural", action="store_true", help="skip the procedural creatures")
+    parser.add_argument("--no-procedural", action="store_true", help="skip geometric rigs and procedural creatures")
     args = parser.parse_args(argv)
     t = time.perf_counter()
     rows = quality_table(procedural=not args.no_procedural)
