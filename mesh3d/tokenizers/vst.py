@@ -1,0 +1,293 @@
+"""VST: vertex-sharing traversal -- our compact, exactly invertible scheme.
+
+The mesh is grown face by face across *gates*: open half-edges of the faces written so far, kept
+on a stack (depth first, like EdgeBreaker and TreeMeshGPT). For the gate ``a -> b`` on top of the
+stack the sequence says what lies across it:
+
+* ``STOP`` -- nothing (a boundary, or the face is reached another way);
+* a vertex ``v``, giving the face ``(b, a, v)`` (orientation consistent with the gate's face), or
+  ``(a, b, v)`` after a ``FLIP`` token (inconsistently oriented neighbour). The vertex is either
+  ``REF_k``: the k-th *candidate* -- already-written vertices around ``a`` and ``b``, the ends of
+  the open boundary at the gate first, then most recently used first -- or, for a vertex written
+  for the first time, its block/offset coordinates (:mod:`mesh3d.tokenizers.coords`), coarse
+  levels omitted when equal to those of the previous vertex written with coordinates.
+
+Both sides know which gates are already closed (the twin half-edge ``b -> a`` exists) and skip them
+without a token, so a closed, consistently oriented surface needs no ``STOP`` at all. ``SEED`` +
+three vertices (coordinates, which may name existing vertices) starts a new piece when the stack
+is empty; ``SEED`` and ``EOS`` also discard any gates left, so trailing ``STOP`` runs are never
+written. A vertex is written with coordinates once; later uses are one ``REF`` token, except
+vertices far from the gate (split or junction vertices), which are named by coordinates again.
+
+Encoding order: seeds are the first unvisited face in canonical order (bottom up); across a gate
+the lowest-index unvisited face is taken, a consistently oriented one before a flipped one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mesh3d.tokenizers.base import EOS, N_SPECIAL, Grammar, MeshTokenizer, QuantizedMesh
+from mesh3d.tokenizers.coords import BlockCoder
+
+SEED, STOP, FLIP = N_SPECIAL, N_SPECIAL + 1, N_SPECIAL + 2
+REF0 = N_SPECIAL + 3
+N_CANDIDATES = 8
+
+
+class Front:
+    """Traversal state shared by the encoder and the decoder, in decoded vertex ids (order of first
+    appearance), so both compute the same gates and candidates."""
+
+    def __init__(self):
+        self.half: set[tuple[int, int]] = set()
+        self.stack: list[tuple[int, int]] = []
+        self.nbrs: list[dict[int, int]] = []  # neighbour -> time the edge was last used
+        self.time = 0
+
+    def add_face(self, a: int, b: int, c: int) -> None:
+        """Register face (a, b, c) and push its edges after the first, (b, c) on top."""
+        while len(self.nbrs) <= max(a, b, c):
+            self.nbrs.append({})
+        self.time += 1
+        t = self.time
+        half, nbrs = self.half, self.nbrs
+        half.add((a, b))
+        half.add((b, c))
+        half.add((c, a))
+        nbrs[a][b] = nbrs[b][a] = nbrs[b][c] = nbrs[c][b] = nbrs[c][a] = nbrs[a][c] = t
+        self.stack.append((c, a))
+        self.stack.append((b, c))
+
+    def seed(self, a: int, b: int, c: int) -> None:
+        """Register a seed face; all three edges become gates, (a, b) first."""
+        self.add_face(a, b, c)
+        self.stack.append((a, b))
+
+    def next_gate(self):
+        """Pop gates until an open one (twin half-edge absent); None when the stack runs out."""
+        stack, half = self.stack, self.half
+        while stack:
+            a, b = stack.pop()
+            if (b, a) not in half:
+                return a, b
+        return None
+
+    def candidates(self, a: int, b: int) -> list[int]:
+        """Written vertices around gate a -> b that REF tokens may name, likeliest first."""
+        half, keyed = self.half, {}
+        for w, t in self.nbrs[a].items():
+            if w != b:
+                k = (0 if (w, a) in half and (a, w) not in half else 1, -t, w)
+                if w not in keyed or k < keyed[w]:
+                    keyed[w] = k
+        for w, t in self.nbrs[b].items():
+            if w != a:
+                k = (0 if (b, w) in half and (w, b) not in half else 1, -t, w)
+                if w not in keyed or k < keyed[w]:
+                    keyed[w] = k
+        return [w for _, w in sorted((k, w) for w, k in keyed.items())[:N_CANDIDATES]]
+
+
+class VSTTokenizer(MeshTokenizer):
+    name = "vst"
+
+    def __init__(self, bits: int = 7):
+        super().__init__(bits)
+        self.coder = BlockCoder(self.bits, REF0 + N_CANDIDATES)
+        self.vocab_size = self.coder.end
+
+    def grammar(self) -> "VSTGrammar":
+        return VSTGrammar(self)
+
+    def _encode(self, q: QuantizedMesh) -> list[int]:
+        faces = q.faces.tolist()
+        coords = [tuple(c) for c in q.coords.tolist()]
+        edge_faces: dict[tuple[int, int], list[int]] = {}
+        for i, (x, y, z) in enumerate(faces):
+            for e in ((x, y), (y, z), (z, x)):
+                edge_faces.setdefault((min(e), max(e)), []).append(i)
+        visited = [False] * len(faces)
+        dec = [-1] * len(coords)  # source vertex -> decoded id
+        src: list[int] = []  # decoded id -> source vertex
+        front, coder = Front(), self.coder
+        out: list[int] = []
+        ref = None  # last vertex written with coordinates
+        seed_at, stops = 0, 0
+
+        def name(v: int, cands) -> None:
+            """Write source vertex v as a REF (if a candidate) or as coordinates."""
+            nonlocal ref
+            d = dec[v]
+            if d >= 0 and cands is not None:
+                try:
+                    out.append(REF0 + cands.index(d))
+                    return
+                except ValueError:
+                    pass
+            out.extend(coder.encode(coords[v], ref))
+            ref = coords[v]
+            if d < 0:
+                dec[v] = len(src)
+                src.append(v)
+
+        while True:
+            gate = front.next_gate()
+            if gate is None:
+                stops = 0  # SEED / EOS discard the gates left
+                while seed_at < len(faces) and visited[seed_at]:
+                    seed_at += 1
+                if seed_at == len(faces):
+                    return out
+                visited[seed_at] = True
+                out.append(SEED)
+                for v in faces[seed_at]:
+                    name(v, None)
+                front.seed(*(dec[v] for v in faces[seed_at]))
+                continue
+            a, b = gate
+            sa, sb = src[a], src[b]
+            best, flip = -1, False
+            for f in edge_faces[(min(sa, sb), max(sa, sb))]:
+                if visited[f]:
+                    continue
+                x, y, z = faces[f]
+                consistent = (x, y) == (sb, sa) or (y, z) == (sb, sa) or (z, x) == (sb, sa)
+                if consistent:
+                    best, flip = f, False
+                    break
+                if best < 0:
+                    best, flip = f, True
+            if best < 0:
+                stops += 1
+                continue
+            out.extend([STOP] * stops)
+            stops = 0
+            visited[best] = True
+            if flip:
+                out.append(FLIP)
+            v = sum(faces[best]) - sa - sb
+            name(v, front.candidates(a, b) if dec[v] >= 0 else None)
+            front.add_face(*((a, b, dec[v]) if flip else (b, a, dec[v])))
+
+
+class VSTGrammar(Grammar):
+    def __init__(self, tok: VSTTokenizer):
+        super().__init__(tok)
+        self.coder = tok.coder
+        self.front = Front()
+        self.gate = None
+        self.flip = False
+        self.seed_ids = None  # list of seed vertices read so far while reading a seed face
+        self.level = None  # next coordinate level expected inside a vertex
+        self.partial = None
+        self.ref = None
+        self._cands = None
+
+    def cands(self) -> list[int]:
+        if self._cands is None:
+            self._cands = self.front.candidates(*self.gate) if self.gate else []
+        return self._cands
+
+    def _forbidden(self) -> list[int]:
+        """Vertices the vertex being read may not be (they would make a degenerate face)."""
+        return list(self.seed_ids) if self.seed_ids is not None else list(self.gate)
+
+    def _final_ok(self, t: int) -> bool:
+        coords = self.builder.coords
+        return all(self.coder.finest_token_of(coords[f], self.partial) != t for f in self._forbidden())
+
+    def _coord_start_ok(self, t: int) -> bool:
+        lv = self.coder.level_of(t)
+        if lv < 0 or (self.ref is None and lv != 0):
+            return False
+        if lv == self.coder.levels - 1:
+            self.partial = self.coder.start_partial(lv, self.ref)
+            return self._final_ok(t)
+        return True
+
+    def _valid(self, t: int) -> bool:
+        if self.level is not None:
+            if self.coder.level_of(t) != self.level:
+                return False
+            return self.level < self.coder.levels - 1 or self._final_ok(t)
+        if self.seed_ids is not None:
+            return self._coord_start_ok(t)
+        if self.gate is None:
+            return t in (SEED, EOS)
+        if REF0 <= t < REF0 + N_CANDIDATES:
+            return t - REF0 < len(self.cands())
+        if t in (STOP, SEED, EOS, FLIP):
+            return not self.flip
+        return self._coord_start_ok(t)
+
+    def _advance(self, t: int) -> None:
+        coder = self.coder
+        if t == SEED:
+            self.front.stack.clear()
+            self.gate, self.seed_ids = None, []
+        elif t == STOP:
+            self._next_gate()
+        elif t == FLIP:
+            self.flip = True
+        elif REF0 <= t < REF0 + N_CANDIDATES:
+            self._vertex_read(self.cands()[t - REF0])
+        else:
+            if self.level is None:  # start of a coordinate vertex
+                self.level = coder.level_of(t)
+                self.partial = coder.start_partial(self.level, self.ref)
+            coder.apply(self.partial, self.level, t)
+            self.level += 1
+            if self.level == coder.levels:
+                c = tuple(self.partial)
+                self.level, self.ref = None, c
+                self._vertex_read(self.builder.vertex(c))
+
+    def _vertex_read(self, v: int) -> None:
+        if self.seed_ids is not None:
+            self.seed_ids.append(v)
+            if len(self.seed_ids) == 3:
+                if self.builder.add_face(*self.seed_ids):
+                    self.front.seed(*self.seed_ids)
+                self.seed_ids = None
+                self._next_gate()
+            return
+        a, b = self.gate
+        face = (a, b, v) if self.flip else (b, a, v)
+        if self.builder.add_face(*face):
+            self.front.add_face(*face)
+        self._next_gate()
+
+    def _next_gate(self) -> None:
+        self.gate = self.front.next_gate()
+        self.flip = False
+        self._cands = None
+
+    def _mask(self, m: np.ndarray) -> None:
+        coder = self.coder
+        if self.level is not None:
+            lo, hi = coder.starts[self.level], coder.starts[self.level] + coder.sizes[self.level]
+            m[lo:hi] = True
+            if self.level == coder.levels - 1:
+                self._mask_forbidden(m)
+            return
+        if self.seed_ids is None and self.gate is None:
+            m[SEED] = m[EOS] = True
+            return
+        if self.seed_ids is None:
+            m[REF0:REF0 + len(self.cands())] = True
+            if not self.flip:
+                m[[STOP, SEED, EOS, FLIP]] = True
+        if self.ref is None:
+            m[coder.starts[0]:coder.starts[0] + coder.sizes[0]] = True
+        else:
+            m[coder.starts[0]:coder.end] = True
+            self.partial = coder.start_partial(coder.levels - 1, self.ref)
+            self._mask_forbidden(m)
+
+    def _mask_forbidden(self, m: np.ndarray) -> None:
+        coords = self.builder.coords
+        for f in self._forbidden():
+            t = self.coder.finest_token_of(coords[f], self.partial)
+            if t is not None:
+                m[t] = False
