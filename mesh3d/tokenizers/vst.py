@@ -9,14 +9,16 @@ stack the sequence says what lies across it:
   ``(a, b, v)`` after a ``FLIP`` token (inconsistently oriented neighbour). The vertex is either
   ``REF_k``: the k-th *candidate* -- already-written vertices around ``a`` and ``b``, the ends of
   the open boundary at the gate first, then most recently used first -- or, for a vertex written
-  for the first time, its block/offset coordinates (:mod:`mesh3d.tokenizers.coords`), coarse
-  levels omitted when equal to those of the previous vertex written with coordinates.
+  for the first time, its position: ``DELTA_d``, one token for an offset ``d`` in [-8, 8)^3 from the
+  parallelogram prediction ``a + b - o`` (``o`` the third vertex of the gate's face), else its
+  block/offset coordinates (:mod:`mesh3d.tokenizers.coords`), the block omitted when equal to the
+  prediction's.
 
 Both sides know which gates are already closed (the twin half-edge ``b -> a`` exists) and skip them
 without a token, so a closed, consistently oriented surface needs no ``STOP`` at all. ``SEED`` +
 three vertices (coordinates, which may name existing vertices) starts a new piece when the stack
-is empty; ``SEED`` and ``EOS`` also discard any gates left, so trailing ``STOP`` runs are never
-written. A vertex is written with coordinates once; later uses are one ``REF`` token, except
+is empty (the second and third predicted from the one before); ``SEED`` and ``EOS`` also discard
+any gates left, so trailing ``STOP`` runs are never written. A vertex is written with coordinates once; later uses are one ``REF`` token, except
 vertices far from the gate (split or junction vertices), which are named by coordinates again.
 
 Encoding order: seeds are the first unvisited face in canonical order (bottom up); across a gate
@@ -33,6 +35,31 @@ from mesh3d.tokenizers.coords import BlockCoder
 SEED, STOP, FLIP = N_SPECIAL, N_SPECIAL + 1, N_SPECIAL + 2
 REF0 = N_SPECIAL + 3
 N_CANDIDATES = 8
+DELTA0 = REF0 + N_CANDIDATES
+DELTA_HALF = 8  # DELTA tokens cover offsets [-8, 8) per axis: 16^3 tokens
+N_DELTA = (2 * DELTA_HALF) ** 3
+# DELTA token i -> offset (dx, dy, dz); packed as ((dy + 8) * 16 + dz + 8) * 16 + dx + 8.
+_r = np.arange(-DELTA_HALF, DELTA_HALF)
+DELTAS = np.stack(np.meshgrid(_r, _r, _r, indexing="ij"), -1).reshape(-1, 3)[:, [2, 0, 1]]
+
+
+def delta_token(c, pred):
+    """DELTA token taking prediction ``pred`` to ``c``, or None when out of the window."""
+    dx, dy, dz = c[0] - pred[0], c[1] - pred[1], c[2] - pred[2]
+    if -DELTA_HALF <= min(dx, dy, dz) and max(dx, dy, dz) < DELTA_HALF:
+        return DELTA0 + (((dy + DELTA_HALF) << 4 | (dz + DELTA_HALF)) << 4 | (dx + DELTA_HALF))
+    return None
+
+
+def clamp(c, hi: int):
+    """Grid point ``c`` clamped to [0, hi] per axis (None stays None): the block reference."""
+    return None if c is None else (min(max(c[0], 0), hi), min(max(c[1], 0), hi), min(max(c[2], 0), hi))
+
+
+def predict(coords, gate):
+    """Predicted position of the vertex across gate (a, b, o): the parallelogram a + b - o."""
+    a, b, o = coords[gate[0]], coords[gate[1]], coords[gate[2]]
+    return (a[0] + b[0] - o[0], a[1] + b[1] - o[1], a[2] + b[2] - o[2])
 
 
 class Front:
@@ -41,7 +68,7 @@ class Front:
 
     def __init__(self):
         self.half: set[tuple[int, int]] = set()
-        self.stack: list[tuple[int, int]] = []
+        self.stack: list[tuple[int, int, int]] = []  # (a, b, o): half-edge a -> b of face (a, b, o)
         self.nbrs: list[dict[int, int]] = []  # neighbour -> time the edge was last used
         self.time = 0
 
@@ -56,21 +83,22 @@ class Front:
         half.add((b, c))
         half.add((c, a))
         nbrs[a][b] = nbrs[b][a] = nbrs[b][c] = nbrs[c][b] = nbrs[c][a] = nbrs[a][c] = t
-        self.stack.append((c, a))
-        self.stack.append((b, c))
+        self.stack.append((c, a, b))
+        self.stack.append((b, c, a))
 
     def seed(self, a: int, b: int, c: int) -> None:
         """Register a seed face; all three edges become gates, (a, b) first."""
         self.add_face(a, b, c)
-        self.stack.append((a, b))
+        self.stack.append((a, b, c))
 
     def next_gate(self):
-        """Pop gates until an open one (twin half-edge absent); None when the stack runs out."""
+        """Pop gates until an open one (twin half-edge absent): (a, b, o), or None when the stack runs
+        out."""
         stack, half = self.stack, self.half
         while stack:
-            a, b = stack.pop()
-            if (b, a) not in half:
-                return a, b
+            g = stack.pop()
+            if (g[1], g[0]) not in half:
+                return g
         return None
 
     def candidates(self, a: int, b: int) -> list[int]:
@@ -94,7 +122,7 @@ class VSTTokenizer(MeshTokenizer):
 
     def __init__(self, bits: int = 7):
         super().__init__(bits)
-        self.coder = BlockCoder(self.bits, REF0 + N_CANDIDATES)
+        self.coder = BlockCoder(self.bits, DELTA0 + N_DELTA)
         self.vocab_size = self.coder.end
 
     def grammar(self) -> "VSTGrammar":
@@ -112,12 +140,11 @@ class VSTTokenizer(MeshTokenizer):
         src: list[int] = []  # decoded id -> source vertex
         front, coder = Front(), self.coder
         out: list[int] = []
-        ref = None  # last vertex written with coordinates
+        hi = (1 << self.bits) - 1
         seed_at, stops = 0, 0
 
-        def name(v: int, cands) -> None:
-            """Write source vertex v as a REF (if a candidate) or as coordinates."""
-            nonlocal ref
+        def name(v: int, cands, pred) -> None:
+            """Write source vertex v as a REF (if a candidate), a DELTA from ``pred`` or coordinates."""
             d = dec[v]
             if d >= 0 and cands is not None:
                 try:
@@ -125,8 +152,11 @@ class VSTTokenizer(MeshTokenizer):
                     return
                 except ValueError:
                     pass
-            out.extend(coder.encode(coords[v], ref))
-            ref = coords[v]
+            t = delta_token(coords[v], pred) if pred is not None else None
+            if t is not None:
+                out.append(t)
+            else:
+                out.extend(coder.encode(coords[v], clamp(pred, hi)))
             if d < 0:
                 dec[v] = len(src)
                 src.append(v)
@@ -141,11 +171,13 @@ class VSTTokenizer(MeshTokenizer):
                     return out
                 visited[seed_at] = True
                 out.append(SEED)
+                pred = None
                 for v in faces[seed_at]:
-                    name(v, None)
+                    name(v, None, pred)
+                    pred = coords[v]
                 front.seed(*(dec[v] for v in faces[seed_at]))
                 continue
-            a, b = gate
+            a, b, o = gate
             sa, sb = src[a], src[b]
             best, flip = -1, False
             for f in edge_faces[(min(sa, sb), max(sa, sb))]:
@@ -167,42 +199,59 @@ class VSTTokenizer(MeshTokenizer):
             if flip:
                 out.append(FLIP)
             v = sum(faces[best]) - sa - sb
-            name(v, front.candidates(a, b) if dec[v] >= 0 else None)
+            name(v, front.candidates(a, b) if dec[v] >= 0 else None, predict(coords, (sa, sb, src[o])))
             front.add_face(*((a, b, dec[v]) if flip else (b, a, dec[v])))
 
 
 class VSTGrammar(Grammar):
+    """Decoding state: the current gate (or a seed face being read), a pending FLIP, and the block
+    levels read so far of a vertex written with coordinates."""
+
     def __init__(self, tok: VSTTokenizer):
         super().__init__(tok)
         self.coder = tok.coder
+        self.hi = (1 << tok.bits) - 1
         self.front = Front()
         self.gate = None
         self.flip = False
         self.seed_ids = None  # list of seed vertices read so far while reading a seed face
         self.level = None  # next coordinate level expected inside a vertex
         self.partial = None
-        self.ref = None
         self._cands = None
 
     def cands(self) -> list[int]:
         if self._cands is None:
-            self._cands = self.front.candidates(*self.gate) if self.gate else []
+            self._cands = self.front.candidates(self.gate[0], self.gate[1]) if self.gate else []
         return self._cands
 
-    def _forbidden(self) -> list[int]:
-        """Vertices the vertex being read may not be (they would make a degenerate face)."""
-        return list(self.seed_ids) if self.seed_ids is not None else list(self.gate)
+    def _pred(self):
+        """Prediction for the vertex being read (None for the first vertex of a seed)."""
+        coords = self.builder.coords
+        if self.seed_ids is not None:
+            return coords[self.seed_ids[-1]] if self.seed_ids else None
+        return predict(coords, self.gate)
+
+    def _forbidden(self) -> list[tuple[int, int, int]]:
+        """Positions the vertex being read may not take (they would make a degenerate face)."""
+        coords = self.builder.coords
+        return [coords[f] for f in (self.seed_ids if self.seed_ids is not None else self.gate[:2])]
 
     def _final_ok(self, t: int) -> bool:
-        coords = self.builder.coords
-        return all(self.coder.finest_token_of(coords[f], self.partial) != t for f in self._forbidden())
+        return all(self.coder.finest_token_of(f, self.partial) != t for f in self._forbidden())
 
-    def _coord_start_ok(self, t: int) -> bool:
+    def _vertex_start_ok(self, t: int) -> bool:
+        pred = self._pred()
+        if DELTA0 <= t < DELTA0 + N_DELTA:
+            if pred is None:
+                return False
+            dx, dy, dz = DELTAS[t - DELTA0].tolist()
+            c = (pred[0] + dx, pred[1] + dy, pred[2] + dz)
+            return min(c) >= 0 and max(c) <= self.hi and c not in self._forbidden()
         lv = self.coder.level_of(t)
-        if lv < 0 or (self.ref is None and lv != 0):
+        if lv < 0 or (pred is None and lv != 0):
             return False
         if lv == self.coder.levels - 1:
-            self.partial = self.coder.start_partial(lv, self.ref)
+            self.partial = self.coder.start_partial(lv, clamp(pred, self.hi))
             return self._final_ok(t)
         return True
 
@@ -212,14 +261,14 @@ class VSTGrammar(Grammar):
                 return False
             return self.level < self.coder.levels - 1 or self._final_ok(t)
         if self.seed_ids is not None:
-            return self._coord_start_ok(t)
+            return self._vertex_start_ok(t)
         if self.gate is None:
             return t in (SEED, EOS)
         if REF0 <= t < REF0 + N_CANDIDATES:
             return t - REF0 < len(self.cands())
         if t in (STOP, SEED, EOS, FLIP):
             return not self.flip
-        return self._coord_start_ok(t)
+        return self._vertex_start_ok(t)
 
     def _advance(self, t: int) -> None:
         coder = self.coder
@@ -232,16 +281,19 @@ class VSTGrammar(Grammar):
             self.flip = True
         elif REF0 <= t < REF0 + N_CANDIDATES:
             self._vertex_read(self.cands()[t - REF0])
+        elif DELTA0 <= t < DELTA0 + N_DELTA:
+            pred = self._pred()
+            dx, dy, dz = DELTAS[t - DELTA0].tolist()
+            self._vertex_read(self.builder.vertex((pred[0] + dx, pred[1] + dy, pred[2] + dz)))
         else:
-            if self.level is None:  # start of a coordinate vertex
+            if self.level is None:  # start of a vertex written with block levels
                 self.level = coder.level_of(t)
-                self.partial = coder.start_partial(self.level, self.ref)
+                self.partial = coder.start_partial(self.level, clamp(self._pred(), self.hi))
             coder.apply(self.partial, self.level, t)
             self.level += 1
             if self.level == coder.levels:
-                c = tuple(self.partial)
-                self.level, self.ref = None, c
-                self._vertex_read(self.builder.vertex(c))
+                self.level = None
+                self._vertex_read(self.builder.vertex(tuple(self.partial)))
 
     def _vertex_read(self, v: int) -> None:
         if self.seed_ids is not None:
@@ -252,7 +304,7 @@ class VSTGrammar(Grammar):
                 self.seed_ids = None
                 self._next_gate()
             return
-        a, b = self.gate
+        a, b = self.gate[:2]
         face = (a, b, v) if self.flip else (b, a, v)
         if self.builder.add_face(*face):
             self.front.add_face(*face)
@@ -278,16 +330,21 @@ class VSTGrammar(Grammar):
             m[REF0:REF0 + len(self.cands())] = True
             if not self.flip:
                 m[[STOP, SEED, EOS, FLIP]] = True
-        if self.ref is None:
+        pred = self._pred()
+        if pred is None:
             m[coder.starts[0]:coder.starts[0] + coder.sizes[0]] = True
-        else:
-            m[coder.starts[0]:coder.end] = True
-            self.partial = coder.start_partial(coder.levels - 1, self.ref)
-            self._mask_forbidden(m)
+            return
+        c = np.asarray(pred) + DELTAS
+        ok = ((c >= 0) & (c <= self.hi)).all(1)
+        for f in self._forbidden():
+            ok &= ~(c == f).all(1)
+        m[DELTA0:DELTA0 + N_DELTA] = ok
+        m[coder.starts[0]:coder.end] = True
+        self.partial = coder.start_partial(coder.levels - 1, clamp(pred, self.hi))
+        self._mask_forbidden(m)
 
     def _mask_forbidden(self, m: np.ndarray) -> None:
-        coords = self.builder.coords
         for f in self._forbidden():
-            t = self.coder.finest_token_of(coords[f], self.partial)
+            t = self.coder.finest_token_of(f, self.partial)
             if t is not None:
                 m[t] = False
