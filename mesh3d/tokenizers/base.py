@@ -91,25 +91,28 @@ def canonicalize(qmesh: QuantizedMesh) -> QuantizedMesh:
     coords, faces = qmesh.coords, qmesh.faces
     if not len(faces):
         return QuantizedMesh(np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64), qmesh.bits)
-    # Merge equal coordinates and keep only vertices used by a face.
-    uniq, inverse = np.unique(coords, axis=0, return_inverse=True)
+    # Merge equal coordinates and keep only vertices used by a face. Coordinates are packed into
+    # one integer key ordered y, z, x, so sorting keys is the canonical vertex order.
+    n = 1 << qmesh.bits
+    if len(coords) and (coords.min() < 0 or coords.max() >= n):
+        raise Mesh3DError(f"quantised coordinates must lie in [0, {n - 1}] for {qmesh.bits} bits")
+    keys = (coords[:, 1] * n + coords[:, 2]) * n + coords[:, 0]
+    uniq_keys, inverse = np.unique(keys, return_inverse=True)
     faces = inverse.reshape(-1)[faces]
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
-    used = np.unique(faces)
-    uniq = uniq[used]
-    # Up-axis first: y, then z, then x (np.lexsort sorts by its last key first).
-    order = np.lexsort((uniq[:, 0], uniq[:, 2], uniq[:, 1]))
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-    remap = np.full(int(used.max()) + 1 if len(used) else 0, -1, np.int64)
-    remap[used] = rank
-    faces = remap[faces]
+    used, faces = np.unique(faces, return_inverse=True)  # renumber in key order, dropping unused
+    faces = faces.reshape(-1, 3)
+    k = uniq_keys[used]
+    coords = np.stack([k % n, k // (n * n), (k // n) % n], 1)
     # Rotate each face so its lowest vertex leads, keeping the cyclic order (orientation).
     shift = faces.argmin(1)
     idx = (shift[:, None] + np.arange(3)[None, :]) % 3
     faces = np.take_along_axis(faces, idx, 1)
-    faces = np.unique(faces, axis=0)  # sorts rows lexicographically and drops duplicates
-    return QuantizedMesh(uniq[order], faces, qmesh.bits)
+    # Sort faces lexicographically and drop duplicates, through one integer key per face.
+    m = len(coords)
+    fkeys = np.unique((faces[:, 0] * m + faces[:, 1]) * m + faces[:, 2])
+    faces = np.stack([fkeys // (m * m), (fkeys // m) % m, fkeys % m], 1)
+    return QuantizedMesh(coords, faces, qmesh.bits)
 
 
 def quantize_mesh(mesh: Union[Mesh, QuantizedMesh], bits: int = 7) -> QuantizedMesh:

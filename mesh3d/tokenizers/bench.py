@@ -26,21 +26,15 @@ import numpy as np
 
 from mesh3d.asset import Mesh
 from mesh3d.errors import Mesh3DError
+from mesh3d.io import LOAD_FORMATS, load
 from mesh3d.tokenizers import TOKENIZERS, get_tokenizer, quantize_mesh
 
 GROUPS = (800, 1600)
-MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
 
 
 def load_mesh(path: Path) -> Mesh:
-    """Load a mesh file as one merged triangle mesh."""
-    import trimesh
-
-    try:
-        tm = trimesh.load(str(path), force="mesh")
-    except Exception as e:  # trimesh raises many types; the user needs the file name
-        raise Mesh3DError(f"cannot read mesh {path}: {e}") from e
-    return Mesh(vertices=np.asarray(tm.vertices), faces=np.asarray(tm.faces))
+    """The merged, Y-up mesh of a file (any format :func:`mesh3d.io.load` reads)."""
+    return load(path).mesh
 
 
 def default_paths() -> list[Path]:
@@ -53,9 +47,9 @@ def default_paths() -> list[Path]:
 def folder_paths(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise Mesh3DError(f"--data {folder} is not a folder")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in MESH_SUFFIXES)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in LOAD_FORMATS)
     if not paths:
-        raise Mesh3DError(f"no mesh files ({', '.join(MESH_SUFFIXES)}) under {folder}")
+        raise Mesh3DError(f"no mesh files ({', '.join(LOAD_FORMATS)}) under {folder}")
     return paths
 
 

@@ -41,6 +41,7 @@ N_DELTA = (2 * DELTA_HALF) ** 3
 # DELTA token i -> offset (dx, dy, dz); packed as ((dy + 8) * 16 + dz + 8) * 16 + dx + 8.
 _r = np.arange(-DELTA_HALF, DELTA_HALF)
 DELTAS = np.stack(np.meshgrid(_r, _r, _r, indexing="ij"), -1).reshape(-1, 3)[:, [2, 0, 1]]
+DELTA_LIST = [tuple(d) for d in DELTAS.tolist()]  # for fast scalar lookups
 
 
 def delta_token(c, pred):
@@ -199,7 +200,9 @@ class VSTTokenizer(MeshTokenizer):
             if flip:
                 out.append(FLIP)
             v = sum(faces[best]) - sa - sb
-            name(v, front.candidates(a, b) if dec[v] >= 0 else None, predict(coords, (sa, sb, src[o])))
+            d = dec[v]
+            near = d >= 0 and (d in front.nbrs[a] or d in front.nbrs[b])  # else not a candidate
+            name(v, front.candidates(a, b) if near else None, predict(coords, (sa, sb, src[o])))
             front.add_face(*((a, b, dec[v]) if flip else (b, a, dec[v])))
 
 
@@ -244,7 +247,7 @@ class VSTGrammar(Grammar):
         if DELTA0 <= t < DELTA0 + N_DELTA:
             if pred is None:
                 return False
-            dx, dy, dz = DELTAS[t - DELTA0].tolist()
+            dx, dy, dz = DELTA_LIST[t - DELTA0]
             c = (pred[0] + dx, pred[1] + dy, pred[2] + dz)
             return min(c) >= 0 and max(c) <= self.hi and c not in self._forbidden()
         lv = self.coder.level_of(t)
@@ -283,7 +286,7 @@ class VSTGrammar(Grammar):
             self._vertex_read(self.cands()[t - REF0])
         elif DELTA0 <= t < DELTA0 + N_DELTA:
             pred = self._pred()
-            dx, dy, dz = DELTAS[t - DELTA0].tolist()
+            dx, dy, dz = DELTA_LIST[t - DELTA0]
             self._vertex_read(self.builder.vertex((pred[0] + dx, pred[1] + dy, pred[2] + dz)))
         else:
             if self.level is None:  # start of a vertex written with block levels
