@@ -215,6 +215,10 @@ class Grammar:
             self.rejected += 1
         return ok
 
+    def decoded(self) -> Decoded:
+        """The faces read so far; an unfinished sequence (no EOS yet) counts one more problem."""
+        return Decoded(self.builder.mesh(), self.problems + (0 if self.done else 1))
+
     def mask(self) -> np.ndarray:
         """(vocab_size,) bool: tokens that may come next."""
         m = np.zeros(self.vocab_size, bool)
@@ -262,7 +266,7 @@ class MeshTokenizer:
         g = self.grammar()
         for t in tokens:
             g.step(t)
-        return Decoded(g.builder.mesh(), g.problems + (0 if g.done else 1))
+        return g.decoded()
 
     def grammar(self) -> Grammar:
         raise NotImplementedError

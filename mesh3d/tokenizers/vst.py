@@ -11,13 +11,13 @@ stack the sequence says what lies across it:
   the open boundary at the gate first, then most recently used first -- or, for a vertex written
   for the first time, its position: ``DELTA_d``, one token for an offset ``d`` in [-8, 8)^3 from the
   parallelogram prediction ``a + b - o`` (``o`` the third vertex of the gate's face), else its
-  block/offset coordinates (:mod:`mesh3d.tokenizers.coords`), the block omitted when equal to the
-  prediction's.
+  block/offset coordinates (:mod:`mesh3d.tokenizers.coords`), the block omitted when equal to that
+  of the vertex last written by position.
 
 Both sides know which gates are already closed (the twin half-edge ``b -> a`` exists) and skip them
 without a token, so a closed, consistently oriented surface needs no ``STOP`` at all. ``SEED`` +
 three vertices (coordinates, which may name existing vertices) starts a new piece when the stack
-is empty (the second and third predicted from the one before); ``SEED`` and ``EOS`` also discard
+is empty (each predicted from the vertex written by position before it); ``SEED`` and ``EOS`` also discard
 any gates left, so trailing ``STOP`` runs are never written. A vertex is written with coordinates once; later uses are one ``REF`` token, except
 vertices far from the gate (split or junction vertices), which are named by coordinates again.
 
@@ -50,11 +50,6 @@ def delta_token(c, pred):
     if -DELTA_HALF <= min(dx, dy, dz) and max(dx, dy, dz) < DELTA_HALF:
         return DELTA0 + (((dy + DELTA_HALF) << 4 | (dz + DELTA_HALF)) << 4 | (dx + DELTA_HALF))
     return None
-
-
-def clamp(c, hi: int):
-    """Grid point ``c`` clamped to [0, hi] per axis (None stays None): the block reference."""
-    return None if c is None else (min(max(c[0], 0), hi), min(max(c[1], 0), hi), min(max(c[2], 0), hi))
 
 
 def predict(coords, gate):
@@ -141,11 +136,12 @@ class VSTTokenizer(MeshTokenizer):
         src: list[int] = []  # decoded id -> source vertex
         front, coder = Front(), self.coder
         out: list[int] = []
-        hi = (1 << self.bits) - 1
+        last = None  # the vertex last written by position
         seed_at, stops = 0, 0
 
         def name(v: int, cands, pred) -> None:
             """Write source vertex v as a REF (if a candidate), a DELTA from ``pred`` or coordinates."""
+            nonlocal last
             d = dec[v]
             if d >= 0 and cands is not None:
                 try:
@@ -157,7 +153,8 @@ class VSTTokenizer(MeshTokenizer):
             if t is not None:
                 out.append(t)
             else:
-                out.extend(coder.encode(coords[v], clamp(pred, hi)))
+                out.extend(coder.encode(coords[v], last))
+            last = coords[v]
             if d < 0:
                 dec[v] = len(src)
                 src.append(v)
@@ -172,7 +169,7 @@ class VSTTokenizer(MeshTokenizer):
                     return out
                 visited[seed_at] = True
                 out.append(SEED)
-                pred = None
+                pred = last
                 for v in faces[seed_at]:
                     name(v, None, pred)
                     pred = coords[v]
@@ -220,6 +217,7 @@ class VSTGrammar(Grammar):
         self.seed_ids = None  # list of seed vertices read so far while reading a seed face
         self.level = None  # next coordinate level expected inside a vertex
         self.partial = None
+        self.last = None  # the vertex last read by position: block reference
         self._cands = None
 
     def cands(self) -> list[int]:
@@ -228,10 +226,11 @@ class VSTGrammar(Grammar):
         return self._cands
 
     def _pred(self):
-        """Prediction for the vertex being read (None for the first vertex of a seed)."""
+        """Prediction for the vertex being read: across a gate the parallelogram, in a seed the
+        vertex before (None at the very start)."""
         coords = self.builder.coords
         if self.seed_ids is not None:
-            return coords[self.seed_ids[-1]] if self.seed_ids else None
+            return coords[self.seed_ids[-1]] if self.seed_ids else self.last
         return predict(coords, self.gate)
 
     def _forbidden(self) -> list[tuple[int, int, int]]:
@@ -251,10 +250,10 @@ class VSTGrammar(Grammar):
             c = (pred[0] + dx, pred[1] + dy, pred[2] + dz)
             return min(c) >= 0 and max(c) <= self.hi and c not in self._forbidden()
         lv = self.coder.level_of(t)
-        if lv < 0 or (pred is None and lv != 0):
+        if lv < 0 or (self.last is None and lv != 0):
             return False
         if lv == self.coder.levels - 1:
-            self.partial = self.coder.start_partial(lv, clamp(pred, self.hi))
+            self.partial = self.coder.start_partial(lv, self.last)
             return self._final_ok(t)
         return True
 
@@ -287,16 +286,17 @@ class VSTGrammar(Grammar):
         elif DELTA0 <= t < DELTA0 + N_DELTA:
             pred = self._pred()
             dx, dy, dz = DELTA_LIST[t - DELTA0]
-            self._vertex_read(self.builder.vertex((pred[0] + dx, pred[1] + dy, pred[2] + dz)))
+            self.last = (pred[0] + dx, pred[1] + dy, pred[2] + dz)
+            self._vertex_read(self.builder.vertex(self.last))
         else:
             if self.level is None:  # start of a vertex written with block levels
                 self.level = coder.level_of(t)
-                self.partial = coder.start_partial(self.level, clamp(self._pred(), self.hi))
+                self.partial = coder.start_partial(self.level, self.last)
             coder.apply(self.partial, self.level, t)
             self.level += 1
             if self.level == coder.levels:
-                self.level = None
-                self._vertex_read(self.builder.vertex(tuple(self.partial)))
+                self.level, self.last = None, tuple(self.partial)
+                self._vertex_read(self.builder.vertex(self.last))
 
     def _vertex_read(self, v: int) -> None:
         if self.seed_ids is not None:
@@ -334,16 +334,17 @@ class VSTGrammar(Grammar):
             if not self.flip:
                 m[[STOP, SEED, EOS, FLIP]] = True
         pred = self._pred()
-        if pred is None:
+        if pred is not None:
+            c = np.asarray(pred) + DELTAS
+            ok = ((c >= 0) & (c <= self.hi)).all(1)
+            for f in self._forbidden():
+                ok &= ~(c == f).all(1)
+            m[DELTA0:DELTA0 + N_DELTA] = ok
+        if self.last is None:
             m[coder.starts[0]:coder.starts[0] + coder.sizes[0]] = True
             return
-        c = np.asarray(pred) + DELTAS
-        ok = ((c >= 0) & (c <= self.hi)).all(1)
-        for f in self._forbidden():
-            ok &= ~(c == f).all(1)
-        m[DELTA0:DELTA0 + N_DELTA] = ok
         m[coder.starts[0]:coder.end] = True
-        self.partial = coder.start_partial(coder.levels - 1, clamp(pred, self.hi))
+        self.partial = coder.start_partial(coder.levels - 1, self.last)
         self._mask_forbidden(m)
 
     def _mask_forbidden(self, m: np.ndarray) -> None:
