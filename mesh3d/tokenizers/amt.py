@@ -35,6 +35,9 @@ class AMTTokenizer(MeshTokenizer):
         super().__init__(bits)
         self.vocab_size = COORD0 + (1 << self.bits)
 
+    def _kind(self, t: int) -> str:
+        return "SEP" if t == SEP else "FLIP" if t == FLIP else "coord"
+
     def grammar(self) -> "AMTGrammar":
         return AMTGrammar(self)
 

@@ -268,7 +268,14 @@ class MeshTokenizer:
             g.step(t)
         return g.decoded()
 
+    def token_kind(self, t: int) -> str:
+        """Name of the kind of token ``t`` (for breakdowns of where the tokens go)."""
+        return ("PAD", "BOS", "EOS")[t] if 0 <= t < N_SPECIAL else self._kind(t)
+
     def grammar(self) -> Grammar:
+        raise NotImplementedError
+
+    def _kind(self, t: int) -> str:
         raise NotImplementedError
 
     def _encode(self, q: QuantizedMesh) -> list[int]:

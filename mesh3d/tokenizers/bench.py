@@ -57,7 +57,8 @@ def run_benchmark(paths: Sequence[Path], schemes: Optional[Sequence[str]] = None
                   groups: Sequence[int] = GROUPS) -> list[dict]:
     """Measure every scheme on the meshes at ``paths`` with fewer than ``max(groups)`` faces.
 
-    Returns one dict per scheme: ``scheme``, ``vocab_size`` and, for every face limit ``g`` in
+    Returns one dict per scheme: ``scheme``, ``vocab_size``, ``tokens_per_face_by_kind`` (total
+    tokens of each kind over total faces, all measured meshes) and, for every face limit ``g`` in
     ``groups``, under ``groups["<g"]``: ``meshes``, ``faces``, ``tokens_per_face`` (mean over
     meshes), ``median_tokens_per_face``, ``share_of_9``, ``encode_faces_per_s``,
     ``decode_faces_per_s``, ``roundtrip_failures``.
@@ -70,6 +71,7 @@ def run_benchmark(paths: Sequence[Path], schemes: Optional[Sequence[str]] = None
         if 0 < len(q.faces) < limit:
             meshes.append(q)
     rows = {t.name: [] for t in tokenizers}  # per mesh: faces, tokens, encode s, decode s, failed
+    counts = {t.name: np.zeros(t.vocab_size, np.int64) for t in tokenizers}  # token histogram
     for q in meshes:
         for t in tokenizers:
             t0 = time.perf_counter()
@@ -79,10 +81,16 @@ def run_benchmark(paths: Sequence[Path], schemes: Optional[Sequence[str]] = None
             t2 = time.perf_counter()
             failed = d.problems > 0 or not d.mesh.same_as(q)
             rows[t.name].append((len(q.faces), len(tokens), t1 - t0, t2 - t1, failed))
+            counts[t.name] += np.bincount(tokens, minlength=t.vocab_size)
     results = []
     for t in tokenizers:
         r = np.array(rows[t.name], dtype=np.float64).reshape(-1, 5)
-        out = {"scheme": t.name, "vocab_size": t.vocab_size, "bits": bits, "groups": {}}
+        by_kind: dict[str, float] = {}
+        for tok_id in np.flatnonzero(counts[t.name]):
+            kind = t.token_kind(int(tok_id))
+            by_kind[kind] = by_kind.get(kind, 0.0) + counts[t.name][tok_id] / max(r[:, 0].sum(), 1)
+        out = {"scheme": t.name, "vocab_size": t.vocab_size, "bits": bits, "tokens_per_face_by_kind": by_kind,
+               "groups": {}}
         for g in groups:
             s = r[r[:, 0] < g]
             tpf = s[:, 1] / s[:, 0] if len(s) else np.zeros(0)
@@ -118,13 +126,22 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_breakdown(results: list[dict]) -> str:
+    """Where the tokens go: tokens per face of each kind, by total count over all measured meshes."""
+    lines = []
+    for r in results:
+        kinds = ", ".join(f"{k} {v:.3f}" for k, v in sorted(r["tokens_per_face_by_kind"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"{r['scheme']}: {kinds}")
+    return "\n".join(lines)
+
+
 def json_lines(results: list[dict]) -> str:
     """One JSON object per scheme: the largest group's figures at top level, plus all groups."""
     out = []
     for r in results:
         top = r["groups"][list(r["groups"])[-1]]
         out.append(json.dumps({"scheme": r["scheme"], **top, "vocab_size": r["vocab_size"], "bits": r["bits"],
-                               "groups": r["groups"]}))
+                               "tokens_per_face_by_kind": r["tokens_per_face_by_kind"], "groups": r["groups"]}))
     return "\n".join(out)
 
 
@@ -134,6 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object per scheme")
     ap.add_argument("--bits", type=int, default=7, help="quantisation bits per coordinate (7-10)")
     ap.add_argument("--schemes", default=",".join(TOKENIZERS), help="comma-separated schemes")
+    ap.add_argument("--breakdown", action="store_true", help="also print tokens per face of each token kind")
     args = ap.parse_args(argv)
     try:
         paths = folder_paths(args.data) if args.data else default_paths()
@@ -142,6 +160,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(json_lines(results) if args.json else format_table(results))
+    if args.breakdown and not args.json:
+        print()
+        print(format_breakdown(results))
     return 0
 
 

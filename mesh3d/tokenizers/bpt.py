@@ -65,6 +65,9 @@ class BPTTokenizer(MeshTokenizer):
         self.center = BlockCoder(self.bits, self.ring.end)
         self.vocab_size = self.center.end
 
+    def _kind(self, t: int) -> str:
+        return "center " + self.center.kind(t) if t >= self.ring.end else self.ring.kind(t)
+
     def grammar(self) -> "BPTGrammar":
         return BPTGrammar(self)
 

@@ -55,6 +55,10 @@ class BlockCoder:
                 first += 1
         return [self.starts[l] + self.chunk(c, l) for l in range(first, self.levels)]
 
+    def kind(self, t: int) -> str:
+        """``offset`` for finest-level tokens, ``block`` for coarser ones."""
+        return "offset" if self.level_of(t) == self.levels - 1 else "block"
+
     def level_of(self, t: int) -> int:
         """Level of token ``t``, or -1 when ``t`` is not a coordinate token."""
         for l in range(self.levels):

@@ -54,6 +54,9 @@ class NaiveTokenizer(MeshTokenizer):
         problems = int(n_faces - keep.sum())
         return Decoded(QuantizedMesh(uniq, faces[keep], self.bits), problems)
 
+    def _kind(self, t: int) -> str:
+        return "coord"
+
     def grammar(self) -> "NaiveGrammar":
         return NaiveGrammar(self)
 

@@ -16,10 +16,11 @@ stack the sequence says what lies across it:
 
 Both sides know which gates are already closed (the twin half-edge ``b -> a`` exists) and skip them
 without a token, so a closed, consistently oriented surface needs no ``STOP`` at all. ``SEED`` +
-three vertices (coordinates, which may name existing vertices) starts a new piece when the stack
-is empty (each predicted from the vertex written by position before it); ``SEED`` and ``EOS`` also discard
-any gates left, so trailing ``STOP`` runs are never written. A vertex is written with coordinates once; later uses are one ``REF`` token, except
-vertices far from the gate (split or junction vertices), which are named by coordinates again.
+three vertices written by position (which may name existing vertices) starts a new piece when the
+stack is empty, each vertex predicted from the one written by position before it; ``SEED`` and
+``EOS`` also discard any gates left, so trailing ``STOP`` runs are never written. A vertex is
+written by position once; later uses are one ``REF`` token, except vertices not adjacent to the
+gate (junctions between pieces, fronts meeting around a handle), which are written again.
 
 Encoding order: seeds are the first unvisited face in canonical order (bottom up); across a gate
 the lowest-index unvisited face is taken, a consistently oriented one before a flipped one.
@@ -120,6 +121,13 @@ class VSTTokenizer(MeshTokenizer):
         super().__init__(bits)
         self.coder = BlockCoder(self.bits, DELTA0 + N_DELTA)
         self.vocab_size = self.coder.end
+
+    def _kind(self, t: int) -> str:
+        if t < REF0:
+            return ("SEED", "STOP", "FLIP")[t - SEED]
+        if t < DELTA0:
+            return "REF"
+        return "DELTA" if t < DELTA0 + N_DELTA else self.coder.kind(t)
 
     def grammar(self) -> "VSTGrammar":
         return VSTGrammar(self)
