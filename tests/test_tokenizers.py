@@ -1,5 +1,7 @@
 """Mesh tokenizers: preprocessing, exact round trips, grammar masks and robust decoding."""
 
+import copy
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -181,10 +183,14 @@ def test_sampling_under_the_mask_always_decodes(name, seed):
     t = get_tokenizer(name)
     rng = np.random.default_rng(seed)
     g, tokens = t.grammar(), []
-    for _ in range(150):
+    for step in range(150):
         m = g.mask()
         if g.done:
             break
+        if step % 10 == 0:  # the mask says exactly which tokens step() accepts
+            probe = np.unique(np.concatenate([np.arange(24), rng.integers(0, t.vocab_size, 40),
+                                              rng.choice(np.flatnonzero(m), 10)]))
+            assert [copy.deepcopy(g).step(int(x)) for x in probe] == m[probe].tolist()
         allowed = np.flatnonzero(m)
         # Favour structure tokens so that short walks reach seeds, flips and refs too.
         small = allowed[allowed < 16]

@@ -223,7 +223,7 @@ class Grammar:
         """(vocab_size,) bool: tokens that may come next."""
         m = np.zeros(self.vocab_size, bool)
         if not self.started:
-            m[BOS] = True
+            m[BOS] = m[PAD] = True  # left padding is accepted
         elif self.done:
             m[PAD] = True
         else:
