@@ -28,6 +28,8 @@ the lowest-index unvisited face is taken, a consistently oriented one before a f
 
 from __future__ import annotations
 
+from itertools import islice
+
 import numpy as np
 
 from mesh3d.tokenizers.base import EOS, N_SPECIAL, Grammar, MeshTokenizer, QuantizedMesh
@@ -36,6 +38,7 @@ from mesh3d.tokenizers.coords import BlockCoder
 SEED, STOP, FLIP = N_SPECIAL, N_SPECIAL + 1, N_SPECIAL + 2
 REF0 = N_SPECIAL + 3
 N_CANDIDATES = 8
+SCAN = 32  # neighbours of each gate end considered for candidates, most recent first
 DELTA0 = REF0 + N_CANDIDATES
 DELTA_HALF = 8  # DELTA tokens cover offsets [-8, 8) per axis: 16^3 tokens
 N_DELTA = (2 * DELTA_HALF) ** 3
@@ -79,7 +82,12 @@ class Front:
         half.add((a, b))
         half.add((b, c))
         half.add((c, a))
-        nbrs[a][b] = nbrs[b][a] = nbrs[b][c] = nbrs[c][b] = nbrs[c][a] = nbrs[a][c] = t
+        for u, w in ((a, b), (b, c), (c, a)):
+            # Re-insert so that each neighbour dict stays ordered by recency (oldest first).
+            nu, nw = nbrs[u], nbrs[w]
+            nu.pop(w, None)
+            nw.pop(u, None)
+            nu[w] = nw[u] = t
         self.stack.append((c, a, b))
         self.stack.append((b, c, a))
 
@@ -99,16 +107,18 @@ class Front:
         return None
 
     def candidates(self, a: int, b: int) -> list[int]:
-        """Written vertices around gate a -> b that REF tokens may name, likeliest first."""
+        """Written vertices around gate a -> b that REF tokens may name, likeliest first.
+
+        Only the ``SCAN`` most recent neighbours of each end are looked at, which bounds the work
+        per token (a decoder fed a huge fan must not slow down quadratically)."""
         half, keyed = self.half, {}
-        for w, t in self.nbrs[a].items():
-            if w != b:
-                k = (0 if (w, a) in half and (a, w) not in half else 1, -t, w)
-                if w not in keyed or k < keyed[w]:
-                    keyed[w] = k
-        for w, t in self.nbrs[b].items():
-            if w != a:
-                k = (0 if (b, w) in half and (w, b) not in half else 1, -t, w)
+        for end, other, into in ((a, b, True), (b, a, False)):
+            d = self.nbrs[end]
+            for w in islice(reversed(d), SCAN):
+                if w == other:
+                    continue
+                edge, twin = ((w, end), (end, w)) if into else ((end, w), (w, end))
+                k = (0 if edge in half and twin not in half else 1, -d[w], w)
                 if w not in keyed or k < keyed[w]:
                     keyed[w] = k
         return [w for _, w in sorted((k, w) for w, k in keyed.items())[:N_CANDIDATES]]
