@@ -74,20 +74,20 @@ class Front:
 
     def add_face(self, a: int, b: int, c: int) -> None:
         """Register face (a, b, c) and push its edges after the first, (b, c) on top."""
-        while len(self.nbrs) <= max(a, b, c):
-            self.nbrs.append({})
+        nbrs = self.nbrs
+        top = max(a, b, c)
+        if top >= len(nbrs):
+            nbrs.extend({} for _ in range(top + 1 - len(nbrs)))
         self.time += 1
         t = self.time
-        half, nbrs = self.half, self.nbrs
+        half = self.half
         half.add((a, b))
         half.add((b, c))
         half.add((c, a))
-        for u, w in ((a, b), (b, c), (c, a)):
-            # Re-insert so that each neighbour dict stays ordered by recency (oldest first).
-            nu, nw = nbrs[u], nbrs[w]
-            nu.pop(w, None)
-            nw.pop(u, None)
-            nu[w] = nw[u] = t
+        # Re-insert so that each neighbour dict stays ordered by recency (oldest first).
+        na, nb, nc = nbrs[a], nbrs[b], nbrs[c]
+        na.pop(b, None), na.pop(c, None), nb.pop(a, None), nb.pop(c, None), nc.pop(a, None), nc.pop(b, None)
+        na[b] = na[c] = nb[a] = nb[c] = nc[a] = nc[b] = t
         self.stack.append((c, a, b))
         self.stack.append((b, c, a))
 
@@ -121,7 +121,7 @@ class Front:
                 k = (0 if edge in half and twin not in half else 1, -d[w], w)
                 if w not in keyed or k < keyed[w]:
                     keyed[w] = k
-        return [w for _, w in sorted((k, w) for w, k in keyed.items())[:N_CANDIDATES]]
+        return [k[2] for k in sorted(keyed.values())[:N_CANDIDATES]]
 
 
 class VSTTokenizer(MeshTokenizer):
