@@ -25,12 +25,14 @@ Common interface (:class:`MeshTokenizer`): ``encode(mesh) -> tokens`` (int64 arr
 and ending with EOS), ``decode(tokens) -> Decoded(mesh, problems)``, ``vocab_size``, the special
 tokens ``PAD, BOS, EOS`` (ids 0, 1, 2 in every scheme), and ``grammar()``: a state machine that,
 fed tokens one at a time with ``step``, gives the boolean ``mask()`` of valid next tokens for
-constrained decoding. ``decode`` runs the same state machine, so a sequence sampled under the mask
+constrained decoding (it also implements the ``allowed/advance/clone`` protocol of
+``mesh3d.nn.model.GPT.generate``). ``decode`` runs the same state machine, so a sequence sampled under the mask
 always decodes; an invalid token is skipped and counted as a problem, and decoding never raises.
 """
 
 from __future__ import annotations
 
+import copy
 import operator
 from dataclasses import dataclass
 from typing import Iterable, Union
@@ -214,6 +216,22 @@ class Grammar:
         if not ok:
             self.rejected += 1
         return ok
+
+    # The decoder's grammar protocol (mesh3d.nn.model.Grammar): allowed / advance / clone.
+
+    def allowed(self):
+        """``mask()`` as a torch bool tensor (vocab_size,)."""
+        import torch
+
+        return torch.from_numpy(self.mask())
+
+    def advance(self, token: int) -> None:
+        """``step(token)``, for decoders that feed only allowed tokens."""
+        self.step(token)
+
+    def clone(self) -> "Grammar":
+        """An independent copy in the same state (sharing the immutable tokenizer)."""
+        return copy.deepcopy(self, {id(self.tokenizer): self.tokenizer})
 
     def decoded(self) -> Decoded:
         """The faces read so far; an unfinished sequence (no EOS yet) counts one more problem."""
