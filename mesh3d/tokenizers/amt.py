@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mesh3d.tokenizers.base import EOS, N_SPECIAL, Grammar, MeshTokenizer, QuantizedMesh
+from mesh3d.tokenizers.base import EOS, N_SPECIAL, Grammar, MeshTokenizer, QuantizedMesh, edge_faces
 
 SEP, FLIP = N_SPECIAL, N_SPECIAL + 1
 COORD0 = N_SPECIAL + 2
@@ -44,10 +44,7 @@ class AMTTokenizer(MeshTokenizer):
     def _encode(self, q: QuantizedMesh) -> list[int]:
         faces = q.faces.tolist()
         yzx = (q.coords[:, [1, 2, 0]] + COORD0).tolist()
-        edge_faces: dict[tuple[int, int], list[int]] = {}
-        for i, (x, y, z) in enumerate(faces):
-            for e in ((x, y), (y, z), (z, x)):
-                edge_faces.setdefault((min(e), max(e)), []).append(i)
+        by_edge = edge_faces(faces)
         visited = [False] * len(faces)
         out: list[int] = []
         for start in range(len(faces)):
@@ -59,19 +56,19 @@ class AMTTokenizer(MeshTokenizer):
             prev = tuple(faces[start])
             for v in prev:
                 out.extend(yzx[v])
-            p, q_ = prev[1], prev[2]
+            p, r = prev[1], prev[2]
             while True:
                 best = None
-                for f in edge_faces[(min(p, q_), max(p, q_))]:
+                for f in by_edge[(min(p, r), max(p, r))]:
                     if visited[f]:
                         continue
-                    v = sum(faces[f]) - p - q_
-                    face = continuation(prev, p, q_, v, False)
+                    v = sum(faces[f]) - p - r
+                    face = continuation(prev, p, r, v, False)
                     if _same_cycle(face, faces[f]):
                         best = (f, v, False, face)
                         break
                     if best is None:
-                        best = (f, v, True, continuation(prev, p, q_, v, True))
+                        best = (f, v, True, continuation(prev, p, r, v, True))
                 if best is None:
                     break
                 f, v, flip, prev = best
@@ -79,7 +76,7 @@ class AMTTokenizer(MeshTokenizer):
                 if flip:
                     out.append(FLIP)
                 out.extend(yzx[v])
-                p, q_ = q_, v
+                p, r = r, v
         return out
 
 

@@ -134,6 +134,15 @@ def quantize_mesh(mesh: Union[Mesh, QuantizedMesh], bits: int = 7) -> QuantizedM
     return canonicalize(QuantizedMesh(q, mesh.faces, bits))
 
 
+def edge_faces(faces: list) -> dict[tuple[int, int], list[int]]:
+    """Undirected edge ``(min, max)`` -> indices of the faces using it, ascending."""
+    out: dict[tuple[int, int], list[int]] = {}
+    for i, (x, y, z) in enumerate(faces):
+        for e in ((x, y), (y, z), (z, x)):
+            out.setdefault((min(e), max(e)), []).append(i)
+    return out
+
+
 class MeshBuilder:
     """Collects vertices (by grid coordinates) and faces while decoding, counting bad faces."""
 

@@ -32,7 +32,7 @@ from itertools import islice
 
 import numpy as np
 
-from mesh3d.tokenizers.base import EOS, N_SPECIAL, Grammar, MeshTokenizer, QuantizedMesh
+from mesh3d.tokenizers.base import EOS, N_SPECIAL, Grammar, MeshTokenizer, QuantizedMesh, edge_faces
 from mesh3d.tokenizers.coords import BlockCoder
 
 SEED, STOP, FLIP = N_SPECIAL, N_SPECIAL + 1, N_SPECIAL + 2
@@ -145,10 +145,7 @@ class VSTTokenizer(MeshTokenizer):
     def _encode(self, q: QuantizedMesh) -> list[int]:
         faces = q.faces.tolist()
         coords = [tuple(c) for c in q.coords.tolist()]
-        edge_faces: dict[tuple[int, int], list[int]] = {}
-        for i, (x, y, z) in enumerate(faces):
-            for e in ((x, y), (y, z), (z, x)):
-                edge_faces.setdefault((min(e), max(e)), []).append(i)
+        by_edge = edge_faces(faces)
         visited = [False] * len(faces)
         dec = [-1] * len(coords)  # source vertex -> decoded id
         src: list[int] = []  # decoded id -> source vertex
@@ -196,7 +193,7 @@ class VSTTokenizer(MeshTokenizer):
             a, b, o = gate
             sa, sb = src[a], src[b]
             best, flip = -1, False
-            for f in edge_faces[(min(sa, sb), max(sa, sb))]:
+            for f in by_edge[(min(sa, sb), max(sa, sb))]:
                 if visited[f]:
                     continue
                 x, y, z = faces[f]
