@@ -9,7 +9,7 @@ copied from the reference), down to the finest level. With no reference every le
 
 from __future__ import annotations
 
-import numpy as np
+from bisect import bisect_right
 
 FINE_BITS = 4
 
@@ -35,10 +35,11 @@ class BlockCoder:
         self.lbits = level_bits(bits)
         self.levels = len(self.lbits)
         self.sizes = [1 << (3 * b) for b in self.lbits]
-        self.starts = list(np.cumsum([first_token] + self.sizes[:-1]))
+        self.starts = [first_token + sum(self.sizes[:l]) for l in range(self.levels)]
         self.end = first_token + sum(self.sizes)
         # Shift of each level's chunk within a coordinate.
         self.shifts = [sum(self.lbits[l + 1:]) for l in range(self.levels)]
+        self.coarse_mask = ~((1 << self.lbits[-1]) - 1)  # bits above the finest level
 
     def chunk(self, c: tuple[int, int, int], level: int) -> int:
         """Packed chunk (0 <= value < sizes[level]) of grid vertex ``c`` = (x, y, z) at ``level``."""
@@ -61,10 +62,9 @@ class BlockCoder:
 
     def level_of(self, t: int) -> int:
         """Level of token ``t``, or -1 when ``t`` is not a coordinate token."""
-        for l in range(self.levels):
-            if self.starts[l] <= t < self.starts[l] + self.sizes[l]:
-                return l
-        return -1
+        if not self.starts[0] <= t < self.end:
+            return -1
+        return bisect_right(self.starts, t) - 1
 
     def start_partial(self, level: int, ref) -> list[int]:
         """Coordinates (x, y, z) with the levels above ``level`` copied from ``ref`` (zero if None)."""
@@ -84,7 +84,7 @@ class BlockCoder:
 
     def finest_token_of(self, c: tuple[int, int, int], partial: list[int]):
         """The finest-level token that completes ``partial`` into ``c``, or None if it cannot."""
-        m = (1 << self.shifts[self.levels - 2]) - 1 if self.levels > 1 else -1
-        if self.levels > 1 and any((c[i] & ~m) != partial[i] for i in range(3)):
+        m = self.coarse_mask
+        if (c[0] & m) != partial[0] or (c[1] & m) != partial[1] or (c[2] & m) != partial[2]:
             return None
         return self.starts[-1] + self.chunk(c, self.levels - 1)
