@@ -1,16 +1,17 @@
 """Compression benchmark of the mesh tokenizers.
 
-    python -m mesh3d.tokenizers.bench [--data DIR] [--json] [--bits N] [--schemes a,b]
+    python -m mesh3d.tokenizers.bench [--data DIR] [--json] [--bits N] [--schemes a,b] [--breakdown]
     mesh3d bench tokenizers [--data DIR] [--json]
 
 Over the shared static meshes (or every mesh file under ``--data``), grouped by face count after
 cleaning (< 800 and < 1,600 faces; larger meshes are skipped), prints per scheme: mean and median
 tokens per face (per mesh, all tokens including BOS and EOS), the mean as a share of the naive 9,
-vocabulary size, encode and decode speed (faces per CPU second of this single-threaded process,
-so other jobs on the machine do not distort it; preprocessing included in encode) and round-trip failures (decode(encode(m)) differs from the
-cleaned quantised m, or decoding reported problems). ``--json`` prints one JSON object per scheme,
-for the < 1,600 group, with the keys ``scheme``, ``tokens_per_face``, ``share_of_9`` and
-``roundtrip_failures`` (plus the other figures and a ``groups`` breakdown).
+vocabulary size, encode and decode speed (faces per CPU second of this single-threaded process, so
+other jobs on the machine do not distort it; encode includes preprocessing) and round-trip failures
+(decode(encode(m)) differs from the cleaned quantised m, or decoding reported problems).
+``--json`` prints one JSON object per scheme, for the < 1,600 group, with the keys ``scheme``,
+``tokens_per_face``, ``share_of_9`` and ``roundtrip_failures`` (plus the other figures and a
+``groups`` breakdown). ``--breakdown`` adds tokens per face of each token kind.
 """
 
 from __future__ import annotations
