@@ -74,6 +74,15 @@ def _cmd_preview(args) -> int:
     return 0
 
 
+BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip", "tokenizers": "mesh3d.tokenizers.bench"}
+
+
+def _cmd_bench(args) -> int:
+    import importlib
+
+    return importlib.import_module(BENCHMARKS[args.name]).main(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mesh3d", description="Turn 3D shapes into clean, rigged and animated assets.")
     parser.add_argument("--version", action="version", version=f"mesh3d {__version__}")
@@ -118,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--animation", help="clip to show (default: the first, else a turntable)")
     p.add_argument("--size", type=int, default=256, help="pixels per view (default 256)")
     p.set_defaults(func=_cmd_preview)
+
+    p = sub.add_parser("bench", help="run a benchmark or evaluation and print its figures", add_help=False)
+    p.add_argument("name", choices=sorted(BENCHMARKS))
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own options (see `mesh3d bench NAME --help`)")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
