@@ -49,15 +49,14 @@ def _face_colours(asset: Asset) -> np.ndarray:
     return col
 
 
-def render(vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray, azimuth: float, box: np.ndarray, size: int) -> tuple[np.ndarray, callable]:
+def render(vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray, azimuth: float, centre: np.ndarray, extent: float, size: int) -> tuple[np.ndarray, callable]:
     """(size, size, 3) uint8 image of the mesh seen from ``azimuth`` degrees, and the projection used.
 
-    vertices (V, 3), faces (F, 3), colours (F, 3) in [0, 1]; box (2, 3) the world bounds to frame
-    (fixed across the frames of a strip so that motion shows).
+    vertices (V, 3), faces (F, 3), colours (F, 3) in [0, 1]; the image shows ``centre`` (3,) and
+    ``extent`` (world units) around it, fixed across the frames of a strip so that motion shows.
     """
     c, right, up = _camera(azimuth)
-    centre = box.mean(0)
-    extent = np.linalg.norm(box[1] - box[0]) / 2 or 1.0
+    extent = extent or 1.0
     half = size / 2
 
     def project(p: np.ndarray) -> np.ndarray:
@@ -149,13 +148,15 @@ def preview(asset_or_path, out, animation: Optional[Animation | str] = None, siz
         azimuths = list(np.arange(count) * 360.0 / count + 30.0)
         verts = np.repeat(asset.mesh.vertices[None], count, 0)
         joints = np.repeat(sk.joints[None], count, 0) if sk is not None else None
-    box = np.stack([verts.reshape(-1, 3).min(0), verts.reshape(-1, 3).max(0)])
+    flat = verts.reshape(-1, 3)
+    centre = (flat.min(0) + flat.max(0)) / 2
+    extent = max(float(np.abs((v - centre) @ np.stack(_camera(az)[1:], 1)).max()) for v, az in zip(verts, azimuths))
     if sk is not None:
         labels = label_chains(sk, asset.mesh)
         draw = labels.parents >= -1
     images = []
     for k, az in enumerate(azimuths):
-        img, project = render(verts[k], asset.mesh.faces, colours, az, box, size)
+        img, project = render(verts[k], asset.mesh.faces, colours, az, centre, extent, size)
         if sk is not None:
             images.append(_draw_skeleton(img, project, joints[k], sk.parents, draw, labels.joint_labels))
         else:
