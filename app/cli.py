@@ -63,7 +63,6 @@ def _cmd_train(args) -> int:
     return 0
 
 
-
 def _cmd_animate(args) -> int:
     from app.pipeline import animate
 
