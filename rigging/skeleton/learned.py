@@ -213,10 +213,12 @@ def learned_skeleton(mesh: Mesh, weights=DEFAULT_WEIGHTS, seed: int = 0, check: 
 # ----------------------------------------------------------------------------- dev evaluation
 
 
-def evaluate_dev(weights=DEFAULT_WEIGHTS, geometric: bool = False, log=print) -> dict:
+def evaluate_dev(weights=DEFAULT_WEIGHTS, geometric: bool = False, procedural_seed: int | None = None, log=print) -> dict:
     """CD-J2J, CD-J2B, CD-B2B (x100, rigging.eval) of the learned skeleton on every dev rig.
 
     geometric: also measure rigging.skeleton.geometric's skeleton on the same rigs, for comparison.
+    procedural_seed: instead of the dev rigs, one procedural creature of each kind made with this
+    seed (pick one the training data did not use: seeds >= DataConfig.procedural_per_kind).
     Returns {"rows": [per-rig dicts], "mean": {method: {metric: mean}}}; a learned skeleton that
     fails its checks is still measured (and its problems listed), so the figures hide nothing.
     """
@@ -231,18 +233,24 @@ def evaluate_dev(weights=DEFAULT_WEIGHTS, geometric: bool = False, log=print) ->
 
         methods["geometric"] = geometric_skeleton
     rows = []
-    for rec in records(kind="rig", split="dev"):
-        asset = load(rec.path)
+    if procedural_seed is None:
+        cases = ((rec.file, lambda rec=rec: load(rec.path)) for rec in records(kind="rig", split="dev"))
+    else:
+        from data_prep.procedural import CREATURE_KINDS, make_creature
+
+        cases = ((f"procedural/{k}/{procedural_seed}", lambda k=k: make_creature(k, procedural_seed)) for k in CREATURE_KINDS)
+    for label, make in cases:
+        asset = make()
         for name, method in methods.items():
             t0 = time.perf_counter()
             pred = method(asset.mesh)
             seconds = time.perf_counter() - t0
-            row = {"rig": rec.file, "method": name, "joints": len(pred), "seconds": seconds,
+            row = {"rig": label, "method": name, "joints": len(pred), "seconds": seconds,
                    **skeleton_metrics(pred, asset.skeleton, asset.mesh, asset.skin)}
             if name == "learned":
                 row["problems"] = skeleton_problems(pred, asset.mesh, model.tok.max_joints)
             rows.append(row)
-            log(f"{rec.file:45s} {name:9s} {len(pred):3d} joints {seconds:5.2f} s  "
+            log(f"{label:45s} {name:9s} {len(pred):3d} joints {seconds:5.2f} s  "
                 f"J2J {row['cd_j2j']:6.2f}  J2B {row['cd_j2b']:6.2f}  B2B {row['cd_b2b']:6.2f}"
                 + (f"  problems: {'; '.join(row['problems'])}" if row.get("problems") else ""))
     mean = {m: {k: float(np.mean([r[k] for r in rows if r["method"] == m])) for k in ("cd_j2j", "cd_j2b", "cd_b2b", "seconds")}
@@ -258,9 +266,11 @@ def main(argv=None) -> None:
     p = sub.add_parser("evaluate", help="CD-J2J/J2B/B2B x100 on the 11 dev rigs")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--geometric", action="store_true", help="also measure the geometric skeleton")
+    p.add_argument("--procedural-seed", type=int, default=None,
+                   help="evaluate on one procedural creature per kind made with this seed instead of the dev rigs")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    result = evaluate_dev(args.weights, args.geometric)
+    result = evaluate_dev(args.weights, args.geometric, args.procedural_seed)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 
