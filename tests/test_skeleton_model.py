@@ -257,3 +257,20 @@ def test_cli_train_checks_the_task(tmp_path, capsys):
     config.write_text('task = "mesh3d.nn.toy:ToyTask"\n[train]\nout_dir = "x"\nmax_steps = 1\n')
     assert cli_main(["train", "skeleton", str(config)]) == 1
     assert "trains 'rigging.skeleton.learned:SkeletonTask'" in capsys.readouterr().err
+
+
+@needs_corpus
+def test_shipped_model_rigs_a_dev_character():
+    from mesh3d.io import load
+    from rigging.skeleton.learned import DEFAULT_WEIGHTS
+
+    rec = next(r for r in records(kind="rig", split="dev") if r.file == "modular_women/Worker.glb")
+    asset = load(rec.path)
+    skel = learned_skeleton(asset.mesh, DEFAULT_WEIGHTS)  # raises if its checks fail
+    kept, _ = target_joints(asset.skeleton, asset.skin)
+    gt = asset.skeleton.joints[kept]
+    size = normalize_unit_cube(asset.mesh.vertices)[2]
+    assert abs(len(skel) - len(kept)) <= 5
+    # Every artist joint has a predicted joint near it and vice versa (a loose CD-J2J bound).
+    d = np.linalg.norm(skel.joints[:, None] - gt[None], axis=2)
+    assert (d.min(0).mean() + d.min(1).mean()) / 2 < 0.04 * size

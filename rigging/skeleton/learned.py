@@ -261,7 +261,7 @@ def evaluate_dev(weights=DEFAULT_WEIGHTS, geometric: bool = False, procedural_se
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Learned skeletons: dev-split evaluation.")
+    parser = argparse.ArgumentParser(description="Learned skeletons: dev-split evaluation and generation speed.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("evaluate", help="CD-J2J/J2B/B2B x100 on the 11 dev rigs")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
@@ -269,7 +269,26 @@ def main(argv=None) -> None:
     p.add_argument("--procedural-seed", type=int, default=None,
                    help="evaluate on one procedural creature per kind made with this seed instead of the dev rigs")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p = sub.add_parser("speed", help="time learned_skeleton (load excluded) on one rig of the corpus")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--rig", default="modular_women/Suit.glb", help="corpus file (default: a 50-joint dev character)")
+    p.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.command == "speed":
+        from data_prep.corpus import corpus_dir
+        from mesh3d.io import load
+
+        if corpus_dir() is None:
+            raise Mesh3DError("shared corpus not found: set MESH3D_DATA to the folder holding manifest.json")
+        mesh, model = load(corpus_dir() / args.rig).mesh, load_skeleton_model(args.weights)
+        seconds = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            skeleton = learned_skeleton(mesh, model=model, check=False)
+            seconds.append(time.perf_counter() - t0)
+        print(f"{args.rig}: {len(skeleton)} joints, median {np.median(seconds):.2f} s over {args.repeat} runs "
+              f"(min {min(seconds):.2f}, max {max(seconds):.2f}), {torch.get_num_threads()} torch threads")
+        return
     result = evaluate_dev(args.weights, args.geometric, args.procedural_seed)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
