@@ -1,0 +1,238 @@
+"""Blender-side half of mesh3d.io.blender: run BY the Blender venv's Python, never imported by mesh3d.
+
+Usage: ``python blender_script.py REQUEST_JSON`` where the request is one of
+
+    {"op": "inspect", "src": PATH, "reply": JSON_PATH}
+    {"op": "convert", "src": PATH, "dst": PATH}
+
+``inspect`` writes its findings as JSON to ``reply`` (Blender prints its own chatter on stdout, so
+stdout cannot carry the answer). ``convert`` imports ``src`` and exports ``dst`` (format from the
+extension). Each run starts from an empty factory-settings scene, so the user's Blender preferences
+and startup file never leak into results. Only the standard library and bpy/mathutils are used here:
+the Blender venv has neither torch nor mesh3d.
+"""
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import bpy
+
+# Bones shorter than this fraction of the armature's extent count as near-zero: Blender cannot
+# represent a zero-length bone, so importers stretch them to a tiny stub that breaks bone-axis
+# based tools (IK, retargeting) even though it imports.
+NEAR_ZERO_BONE = 1e-4
+
+
+def import_file(path: Path) -> None:
+    """Import a GLB/glTF/FBX with Blender's own importer into a fresh empty scene."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    ext = path.suffix.lower()
+    if ext in (".glb", ".gltf"):
+        bpy.ops.import_scene.gltf(filepath=str(path))
+    elif ext == ".fbx":
+        # automatic_bone_orientation aims bones at their children (as Blender users expect) instead
+        # of along the parent axis; anim_offset=0 keeps the file's frame numbers (default shifts 1).
+        bpy.ops.import_scene.fbx(filepath=str(path), automatic_bone_orientation=True, anim_offset=0.0)
+        # The importer names actions "<object>|<take>"; keep the take name, so a clip keeps the
+        # name it had in the file (and the one export_file wrote).
+        for action in list(bpy.data.actions):  # a copy: renaming re-sorts bpy.data.actions
+            action.name = action.name.split("|", 1)[-1]
+    else:
+        raise ValueError(f"cannot import {ext} files (expected .glb, .gltf or .fbx)")
+
+
+def export_file(path: Path) -> None:
+    """Export the whole scene (meshes, armatures, skin weights, every action) to GLB or FBX."""
+    # The glTF importer's bone display icospheres would otherwise become stray FBX meshes.
+    for obj in bone_shape_objects():
+        bpy.data.objects.remove(obj)
+    ext = path.suffix.lower()
+    if ext == ".glb":
+        bpy.ops.export_scene.gltf(
+            filepath=str(path),
+            export_format="GLB",
+            export_yup=True,
+            export_skins=True,
+            export_animations=True,
+            # One glTF animation per Blender action, named after it: the FBX takes become clips.
+            export_animation_mode="ACTIONS",
+            export_apply=False,  # applying modifiers would bake away the armature deform
+        )
+    elif ext == ".fbx":
+        # The exporter names each take "<object>|<action>"; actions from glTF are usually already
+        # named "<armature>|<clip>", so drop that prefix rather than doubling it.
+        for obj in bpy.context.scene.objects:
+            for action in list(bpy.data.actions):
+                if action.name.startswith(obj.name + "|"):
+                    action.name = action.name[len(obj.name) + 1 :]
+        # Settings that import cleanly in Unity and back into Blender: Y-up/-Z-forward, unit scale
+        # written into the file (objects come in at scale 1), no extra leaf bones, and every action
+        # baked as its own take so clip names survive.
+        bpy.ops.export_scene.fbx(
+            filepath=str(path),
+            object_types={"ARMATURE", "MESH", "EMPTY"},
+            axis_forward="-Z",
+            axis_up="Y",
+            apply_scale_options="FBX_SCALE_ALL",
+            use_mesh_modifiers=False,
+            mesh_smooth_type="FACE",  # without smoothing data Unity warns and recomputes normals
+            add_leaf_bones=False,
+            primary_bone_axis="Y",
+            secondary_bone_axis="X",
+            bake_anim=True,
+            bake_anim_use_all_actions=True,
+            bake_anim_use_nla_strips=False,
+            bake_anim_force_startend_keying=True,
+            bake_anim_simplify_factor=0.0,  # the default drops keys and bends the motion
+            path_mode="COPY",
+            embed_textures=True,
+        )
+    else:
+        raise ValueError(f"cannot export {ext} files (expected .glb or .fbx)")
+
+
+def bone_shape_objects() -> set:
+    """Objects used only as custom bone display shapes (the glTF importer's icospheres)."""
+    shapes = set()
+    for obj in bpy.data.objects:
+        if obj.type == "ARMATURE" and obj.pose is not None:
+            shapes.update(pb.custom_shape for pb in obj.pose.bones if pb.custom_shape is not None)
+    return shapes
+
+
+def describe_armature(obj) -> dict:
+    """Bone names, world-space heads/tails (scene units) and the near-zero-length bones."""
+    mw = obj.matrix_world
+    bones = list(obj.data.bones)
+    heads = [list(mw @ b.head_local) for b in bones]
+    tails = [list(mw @ b.tail_local) for b in bones]
+    lengths = [(mw @ b.tail_local - mw @ b.head_local).length for b in bones]
+    points = heads + tails
+    extent = max((max(p[i] for p in points) - min(p[i] for p in points) for i in range(3)), default=0.0)
+    tiny = NEAR_ZERO_BONE * max(extent, 1e-9)
+    return {
+        "name": obj.name,
+        "bone_count": len(bones),
+        "bone_names": [b.name for b in bones],
+        "parents": [b.parent.name if b.parent else None for b in bones],
+        "deform": [bool(b.use_deform) for b in bones],
+        "heads": heads,
+        "tails": tails,
+        "lengths": lengths,
+        "near_zero_bones": [b.name for b, n in zip(bones, lengths) if n <= tiny],
+    }
+
+
+def describe_mesh(obj) -> dict:
+    """Vertex count, vertex groups (all, and those carrying weight) and the deforming armature."""
+    mesh = obj.data
+    weighted = set()
+    for v in mesh.vertices:
+        for g in v.groups:
+            if g.weight > 0.0:
+                weighted.add(g.group)
+    armature = next((m.object.name for m in obj.modifiers if m.type == "ARMATURE" and m.object), None)
+    parent = obj.parent
+    return {
+        "name": obj.name,
+        "vertex_count": len(mesh.vertices),
+        "triangle_count": sum(len(p.vertices) - 2 for p in mesh.polygons),
+        "vertex_groups": [g.name for g in obj.vertex_groups],
+        "weighted_groups": [g.name for g in obj.vertex_groups if g.index in weighted],
+        "armature": armature,
+        "parent": parent.name if parent else None,
+        "parent_armature": parent.name if parent is not None and parent.type == "ARMATURE" else None,
+    }
+
+
+def describe_action(action, armatures: list) -> dict:
+    """Frame range, and the world-space bone heads at the middle frame on the armature it drives.
+
+    The mid-frame pose lets a round trip be checked for motion, not only for clip counts. Heads are
+    listed in the armature's bone order; ``armature`` is None for actions that move no bones.
+    """
+    start, end = (float(f) for f in action.frame_range)
+    out = {"name": action.name, "frame_range": [start, end], "armature": None, "middle_frame": None, "heads": None}
+    for obj in armatures:
+        for slot in action.slots:
+            bones = {fc.data_path.split('"')[1] for fc in _fcurves(action, slot) if fc.data_path.startswith("pose.bones[")}
+            if bones and bones <= set(obj.pose.bones.keys()):
+                frame = int(round((start + end) / 2))
+                out.update(armature=obj.name, middle_frame=frame, heads=posed_heads(obj, action, slot, frame))
+                return out
+    return out
+
+
+def posed_heads(obj, action, slot, frame: int) -> list:
+    """World-space bone heads of armature ``obj`` playing ``action`` at ``frame``; state is restored."""
+    anim = obj.animation_data or obj.animation_data_create()
+    saved_action, saved_slot = anim.action, anim.action_slot
+    saved_basis = [pb.matrix_basis.copy() for pb in obj.pose.bones]
+    anim.action = action
+    anim.action_slot = slot
+    bpy.context.scene.frame_set(frame)
+    mw = obj.matrix_world
+    heads = [list(mw @ obj.pose.bones[b.name].head) for b in obj.data.bones]
+    anim.action = saved_action
+    if saved_action is not None:
+        anim.action_slot = saved_slot
+    # Bones an action does not key keep the pose they had, which would leak into the next action.
+    for pb, basis in zip(obj.pose.bones, saved_basis):
+        pb.matrix_basis = basis
+    return heads
+
+
+def _fcurves(action, slot) -> list:
+    """F-curves of one slot of a layered (Blender 4.4+) action."""
+    return [
+        fc
+        for layer in action.layers
+        for strip in layer.strips
+        for bag in strip.channelbags
+        if bag.slot == slot
+        for fc in bag.fcurves
+    ]
+
+
+def inspect_scene() -> dict:
+    """What a Blender user would see after importing: armatures, meshes and actions."""
+    scene = bpy.context.scene
+    shapes = bone_shape_objects()
+    objects = [o for o in scene.objects if o not in shapes]
+    fps = scene.render.fps / scene.render.fps_base
+    return {
+        "blender_version": bpy.app.version_string,
+        "fps": fps,
+        "armatures": [describe_armature(o) for o in objects if o.type == "ARMATURE"],
+        "meshes": [describe_mesh(o) for o in objects if o.type == "MESH"],
+        "actions": [describe_action(a, [o for o in objects if o.type == "ARMATURE"]) for a in bpy.data.actions],
+    }
+
+
+def main() -> None:
+    request = json.loads(sys.argv[1])
+    import_file(Path(request["src"]))
+    if request["op"] == "inspect":
+        Path(request["reply"]).write_text(json.dumps(inspect_scene()))
+    elif request["op"] == "convert":
+        export_file(Path(request["dst"]))
+    else:
+        raise ValueError(f"unknown op {request['op']!r}")
+
+
+def one_line(exc: Exception) -> str:
+    """The telling line of an error: bpy wraps operator failures in a traceback and a Location line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith((" ", "Location:"))]
+    return lines[-1] if lines else type(exc).__name__
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as exc:
+        # The caller reports the last stderr line to the user: make it the cause, after the traceback.
+        traceback.print_exc()
+        print(one_line(exc), file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,142 @@
+"""Blender integration: real Blender (bpy in .venv-blender) imports the corpus' rigs, and the
+GLB <-> FBX conversions keep the armature, the skin weights' groups and every animation."""
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from data_prep.corpus import corpus_dir, records
+from mesh3d.errors import Mesh3DError
+from mesh3d.io import blender
+from mesh3d.io.blender import compare_inspections, convert_with_blender, inspect_with_blender
+
+RIG = "animals_pack/Bull.glb"  # 42 joints, 12 clips, helper joints (IK poles) without weights
+
+
+@pytest.fixture(scope="module")
+def need_blender():
+    if blender.blender_available():
+        return
+    stamp = blender.REPO_ROOT / ".venv-blender" / ".installed"
+    if stamp.exists():  # `make blender` ran, so Blender is supposed to work: a skip would hide a bug
+        pytest.fail(f"Blender was set up ({stamp}) but {blender.blender_python()} cannot `import bpy`")
+    pytest.skip(f"BLENDER NOT SET UP: {blender.blender_python()} cannot `import bpy`; run `make blender`")
+
+
+@pytest.fixture(scope="module")
+def rig(need_blender):
+    if corpus_dir() is None:
+        pytest.skip("shared corpus not found (set MESH3D_DATA)")
+    (record,) = [r for r in records(kind="rig") if r.file == RIG]
+    return record
+
+
+@pytest.fixture(scope="module")
+def rig_info(rig):
+    return inspect_with_blender(rig.path)
+
+
+def glb_json(path: Path) -> dict:
+    """The JSON chunk of a GLB file, read without any glTF library."""
+    data = path.read_bytes()
+    magic, _, _ = struct.unpack_from("<4sII", data, 0)
+    length, kind = struct.unpack_from("<I4s", data, 12)
+    assert magic == b"glTF" and kind == b"JSON"
+    return json.loads(data[20 : 20 + length])
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_corpus_rig_imports_into_blender_as_in_manifest(rig, rig_info):
+    (arm,) = rig_info["armatures"]
+    assert arm["bone_count"] == rig.joints == len(set(arm["bone_names"]))
+    assert arm["near_zero_bones"] == []
+    # The importer's bone display icosphere is filtered out: only the cow itself is left.
+    (mesh,) = rig_info["meshes"]
+    assert mesh["armature"] == arm["name"] == mesh["parent_armature"]
+    assert sorted(mesh["vertex_groups"]) == sorted(arm["bone_names"])
+    deforming = set(mesh["weighted_groups"])
+    assert 0 < len(deforming) < rig.joints  # the IK pole helpers carry no weight
+    assert not any(name.startswith("PoleTarget") for name in deforming)
+    assert sorted(a["name"] for a in rig_info["actions"]) == sorted(rig.animations)
+    for action in rig_info["actions"]:
+        start, end = action["frame_range"]
+        assert end > start
+        assert action["armature"] == arm["name"] and len(action["heads"]) == rig.joints
+
+
+def test_glb_fbx_glb_keeps_armature_weights_and_animations(rig, rig_info, tmp_path):
+    before = sha256(rig.path)
+    fbx = convert_with_blender(rig.path, tmp_path / "bull.fbx")
+    glb = convert_with_blender(fbx, tmp_path / "bull.glb")
+    assert sha256(rig.path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bull.fbx", "bull.glb"]  # no temp files left
+
+    fbx_info = inspect_with_blender(fbx)
+    (mesh,) = fbx_info["meshes"]
+    assert sorted(mesh["weighted_groups"]) == sorted(rig_info["meshes"][0]["weighted_groups"])
+
+    # The GLB Blender wrote, read as plain glTF JSON: one skin with every joint, one clip each.
+    gltf = glb_json(glb)
+    (skin,) = gltf["skins"]
+    assert len(skin["joints"]) == rig.joints
+    assert sorted(a["name"] for a in gltf["animations"]) == sorted(rig.animations)
+
+    for info in (fbx_info, inspect_with_blender(glb)):
+        diff = compare_inspections(rig_info, info)
+        assert diff["bones"] == (rig.joints, rig.joints)
+        assert diff["actions_lost"] == diff["actions_gained"] == []
+        # Rest and mid-clip poses agree to 0.1 % of the rig's size (measured: 7e-6 rest, 4e-4 pose).
+        assert diff["rest_error"] <= 1e-3 * diff["extent"]
+        assert diff["pose_error"] <= 1e-3 * diff["extent"]
+
+
+def test_blender_failure_is_reported_and_leaves_no_output(need_blender, tmp_path):
+    bad = tmp_path / "broken.glb"
+    bad.write_bytes(b"glTF this is not a GLB")
+    with pytest.raises(Mesh3DError, match="Blender failed: .+"):
+        convert_with_blender(bad, tmp_path / "out.fbx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.glb"]
+
+
+def test_timeout_is_reported(rig, tmp_path):
+    with pytest.raises(Mesh3DError, match="did not finish within"):
+        convert_with_blender(rig.path, tmp_path / "out.fbx", timeout=0.01)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_blender_says_how_to_set_it_up(monkeypatch, tmp_path):
+    monkeypatch.setenv("MESH3D_BLENDER_PYTHON", str(tmp_path / "no-python"))
+    src = tmp_path / "a.fbx"
+    src.write_bytes(b"x")
+    assert not blender.blender_available()
+    with pytest.raises(Mesh3DError, match="make blender"):
+        convert_with_blender(src, tmp_path / "a.glb")
+
+
+def test_unsupported_files_are_refused_before_blender_runs(tmp_path):
+    obj = tmp_path / "a.obj"
+    obj.write_text("v 0 0 0\n")
+    with pytest.raises(Mesh3DError, match="reads .glb, .gltf, .fbx"):
+        inspect_with_blender(obj)
+    with pytest.raises(Mesh3DError, match="no such file"):
+        inspect_with_blender(tmp_path / "missing.fbx")
+    glb = tmp_path / "a.glb"
+    glb.write_bytes(b"x")
+    with pytest.raises(Mesh3DError, match="writes .glb, .fbx"):
+        convert_with_blender(glb, tmp_path / "a.obj")
+
+
+@pytest.mark.slow
+def test_every_corpus_rig_imports_into_blender_as_in_manifest(need_blender):
+    if corpus_dir() is None:
+        pytest.skip("shared corpus not found (set MESH3D_DATA)")
+    for rig in records(kind="rig"):
+        info = inspect_with_blender(rig.path)
+        assert [a["bone_count"] for a in info["armatures"]] == [rig.joints], rig.file
+        assert sorted(a["name"] for a in info["actions"]) == sorted(rig.animations), rig.file
