@@ -77,7 +77,7 @@ def _run(request: dict, what: str, timeout: float) -> None:
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_clean_env())
     except subprocess.TimeoutExpired:
-        raise Mesh3DError(f"{what}: Blender did not finish within {timeout:.0f} s") from None
+        raise Mesh3DError(f"{what}: Blender did not finish within {timeout:g} s") from None
     if run.returncode != 0:
         lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
         last = lines[-1].strip() if lines else f"exit status {run.returncode}, no message"
@@ -101,7 +101,9 @@ def inspect_with_blender(path, timeout: float = DEFAULT_TIMEOUT) -> dict:
       metres, Blender's Z-up frame), lengths, near_zero_bones}],
       ``meshes``: [{name, vertex_count, triangle_count, vertex_groups, weighted_groups, armature,
       parent, parent_armature}] without the importer's bone display shapes,
-      ``actions``: [{name, frame_range}], ``fps`` and ``blender_version``.
+      ``actions``: [{name, frame_range (frames), armature, middle_frame, heads (world-space bone
+      heads at the middle frame, in the armature's bone order; None if the action moves no bones)}],
+      ``fps`` and ``blender_version``.
     """
     src = _check_input(path, IMPORTABLE)
     with tempfile.TemporaryDirectory(prefix="mesh3d-blender-") as tmp:
@@ -122,6 +124,8 @@ def convert_with_blender(src, dst, timeout: float = DEFAULT_TIMEOUT) -> Path:
     dst = Path(dst).resolve()
     if dst.suffix.lower() not in EXPORTABLE:
         raise Mesh3DError(f"{dst}: Blender route writes {', '.join(EXPORTABLE)} files, not {dst.suffix or 'no extension'}")
+    if dst == src:
+        raise Mesh3DError(f"{dst}: output would overwrite the input; choose another output path")
     if not dst.parent.is_dir():
         raise Mesh3DError(f"{dst.parent}: output folder does not exist")
     # Same folder, same extension: Blender's exporters insist on the extension, and os.replace is

@@ -36,7 +36,7 @@ def import_file(path: Path) -> None:
         # of along the parent axis; anim_offset=0 keeps the file's frame numbers (default shifts 1).
         bpy.ops.import_scene.fbx(filepath=str(path), automatic_bone_orientation=True, anim_offset=0.0)
         # The importer names actions "<object>|<take>"; keep the take name, so a clip keeps the
-        # name it had in the file (and the one export_file wrote).
+        # name it has in the file (for our own FBX files: the original clip name).
         for action in list(bpy.data.actions):  # a copy: renaming re-sorts bpy.data.actions
             action.name = action.name.split("|", 1)[-1]
     else:
@@ -61,12 +61,7 @@ def export_file(path: Path) -> None:
             export_apply=False,  # applying modifiers would bake away the armature deform
         )
     elif ext == ".fbx":
-        # The exporter names each take "<object>|<action>"; actions from glTF are usually already
-        # named "<armature>|<clip>", so drop that prefix rather than doubling it.
-        for obj in bpy.context.scene.objects:
-            for action in list(bpy.data.actions):
-                if action.name.startswith(obj.name + "|"):
-                    action.name = action.name[len(obj.name) + 1 :]
+        name_takes_after_actions()
         # Settings that import cleanly in Unity and back into Blender: Y-up/-Z-forward, unit scale
         # written into the file (objects come in at scale 1), no extra leaf bones, and every action
         # baked as its own take so clip names survive.
@@ -91,6 +86,26 @@ def export_file(path: Path) -> None:
         )
     else:
         raise ValueError(f"cannot export {ext} files (expected .glb or .fbx)")
+
+
+def name_takes_after_actions() -> None:
+    """Make the FBX exporter name each take exactly like its action.
+
+    It names takes "<object>|<action>", so a clip "Walk" would come back as "Armature|Walk" and the
+    corpus' files holding both "Bounce" and "Armature|Bounce" would get two takes of one name. The
+    exporter asks ``get_blenderID_name`` for take names only (bpy 5.0.1, export_fbx_bin.py), so
+    that one name is swapped for a version answering (object, action) pairs with the action name.
+    """
+    import io_scene_fbx.export_fbx_bin as fbx_export
+
+    blender_name = fbx_export.get_blenderID_name
+
+    def take_name(bid):
+        if isinstance(bid, tuple) and len(bid) == 2 and isinstance(bid[1], bpy.types.Action):
+            return bid[1].name
+        return blender_name(bid)
+
+    fbx_export.get_blenderID_name = take_name
 
 
 def bone_shape_objects() -> set:
