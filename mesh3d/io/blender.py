@@ -21,7 +21,10 @@ from typing import Optional
 
 import numpy as np
 
+from mesh3d.asset import Asset
 from mesh3d.errors import Mesh3DError
+from mesh3d.io.gltf_read import read_gltf
+from mesh3d.io.gltf_write import write_glb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("blender_script.py")
@@ -63,7 +66,7 @@ def _require_blender(what: str) -> Path:
     python = blender_python()
     if not blender_available():
         raise Mesh3DError(
-            f"{what} needs Blender, which is not set up ({python} cannot `import bpy`): run `make blender` "
+            f"{what}: needs Blender, which is not set up ({python} cannot `import bpy`): run `make blender` "
             "in the mesh3d repository (creates .venv-blender with bpy==5.0.1, ~1 GB), or set "
             "MESH3D_BLENDER_PYTHON to a Python 3.11 that can `import bpy`"
         )
@@ -120,6 +123,10 @@ def convert_with_blender(src, dst, timeout: float = DEFAULT_TIMEOUT) -> Path:
     Blender). ``src`` is never modified; ``dst`` is written to a temporary file beside it and moved
     into place only when Blender succeeded, so a failure never leaves a half-written ``dst``.
     """
+    return _convert(src, dst, timeout, what=None)
+
+
+def _convert(src, dst, timeout: float, what: Optional[str]) -> Path:
     src = _check_input(src, IMPORTABLE)
     dst = Path(dst).resolve()
     if dst.suffix.lower() not in EXPORTABLE:
@@ -131,7 +138,7 @@ def convert_with_blender(src, dst, timeout: float = DEFAULT_TIMEOUT) -> Path:
     # Same folder, same extension: Blender's exporters insist on the extension, and os.replace is
     # only atomic within one file system. Blender creates the file, so it gets normal permissions.
     tmp = dst.parent / f".{dst.stem}.{uuid.uuid4().hex[:12]}.tmp{dst.suffix.lower()}"
-    what = f"converting {src.name} to {dst.suffix}"
+    what = what or f"converting {src.name} to {dst.suffix}"
     try:
         _run({"op": "convert", "src": str(src), "dst": str(tmp)}, what, timeout)
         if not tmp.is_file() or tmp.stat().st_size == 0:
@@ -140,6 +147,28 @@ def convert_with_blender(src, dst, timeout: float = DEFAULT_TIMEOUT) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return dst
+
+
+def read_fbx(path, timeout: float = DEFAULT_TIMEOUT) -> Asset:
+    """Load an FBX file: Blender converts it to a temporary GLB, which the glTF reader loads."""
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="mesh3d-fbx-") as tmp:
+        glb = _convert(path, Path(tmp) / f"{path.stem}.glb", timeout, what=f"{path.name}: reading FBX")
+        try:
+            asset = read_gltf(glb)
+        except Mesh3DError as e:
+            raise Mesh3DError(f"{path.name}: the glTF Blender made from it does not load: {e}") from None
+    return asset
+
+
+def write_fbx(asset: Asset, path, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Save ``asset`` as FBX: written as a temporary GLB, which Blender converts (atomically)."""
+    path = Path(path)
+    _require_blender(f"{path.name}: writing FBX")  # fail before any work
+    with tempfile.TemporaryDirectory(prefix="mesh3d-fbx-") as tmp:
+        glb = Path(tmp) / f"{path.stem}.glb"
+        write_glb(asset, glb)
+        _convert(glb, path, timeout, what=f"{path.name}: writing FBX")
 
 
 def compare_inspections(before: dict, after: dict) -> dict:
