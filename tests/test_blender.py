@@ -74,6 +74,21 @@ def test_corpus_rig_imports_into_blender_as_in_manifest(rig, rig_info):
         assert action["armature"] == arm["name"] and len(action["heads"]) == rig.joints
 
 
+def test_glb_written_by_mesh3d_imports_into_blender(rig, tmp_path):
+    """Our own GLB writer: one armature with every joint, one vertex group per weighted joint."""
+    asset = load(rig.path)
+    save(asset, tmp_path / "bull.glb")
+    info = inspect_with_blender(tmp_path / "bull.glb")
+    (arm,) = info["armatures"]
+    assert arm["bone_count"] == rig.joints and arm["near_zero_bones"] == []
+    (mesh,) = info["meshes"]
+    assert mesh["armature"] == arm["name"]
+    weighted = np.unique(asset.skin.indices[asset.skin.weights > 0])
+    assert sorted(mesh["weighted_groups"]) == sorted(asset.skeleton.names[j] for j in weighted)
+    assert sorted(a["name"] for a in info["actions"]) == sorted(rig.animations)
+    assert all(a["armature"] == arm["name"] for a in info["actions"])
+
+
 def test_glb_fbx_glb_keeps_armature_weights_and_animations(rig, rig_info, tmp_path):
     before = sha256(rig.path)
     fbx = convert_with_blender(rig.path, tmp_path / "bull.fbx")
