@@ -11,10 +11,9 @@ import pytest
 from scipy.spatial import cKDTree
 
 from data_prep.corpus import corpus_dir, records
-from mesh3d.asset import forward_kinematics
+from mesh3d.asset import Asset, Mesh, Skeleton, Skin, forward_kinematics
 from mesh3d.errors import Mesh3DError
-from mesh3d.io import load, save
-from mesh3d.io import blender
+from mesh3d.io import blender, load, save
 from mesh3d.io.blender import compare_inspections, convert_with_blender, inspect_with_blender
 
 RIG = "animals_pack/Bull.glb"  # 42 joints, 12 clips, helper joints (IK poles) without weights
@@ -87,6 +86,25 @@ def test_glb_written_by_mesh3d_imports_into_blender(rig, tmp_path):
     assert sorted(mesh["weighted_groups"]) == sorted(asset.skeleton.names[j] for j in weighted)
     assert sorted(a["name"] for a in info["actions"]) == sorted(rig.animations)
     assert all(a["armature"] == arm["name"] for a in info["actions"])
+
+
+def test_joint_on_its_parent_is_reported(need_blender, tmp_path):
+    """A chain whose "Mid2" joint sits on "Mid": Blender gives it a length, inspect still tells."""
+    corners = np.array([[x, y] for y in (-0.5, 0.5) for x in (-0.5, 0.5)])
+    vertices = np.array([[x, y, z] for z in range(5) for x, y in corners], float)  # a 1x1x4 column
+    ring = [0, 1, 3, 2]
+    faces = []
+    for level in range(4):
+        for i in range(4):
+            a, b = 4 * level + ring[i], 4 * level + ring[(i + 1) % 4]
+            faces += [[a, b, b + 4], [a, b + 4, a + 4]]
+    skeleton = Skeleton([[0, 0, 0], [0, 0, 2], [0, 0, 2], [0, 0, 4]], [-1, 0, 1, 2], ["Root", "Mid", "Mid2", "Top"])
+    indices = np.stack([np.minimum(vertices[:, 2] // 1.01, 3), np.zeros(len(vertices))], 1).astype(int)
+    skin = Skin(indices, np.tile([1.0, 0.0], (len(vertices), 1)))
+    save(Asset(Mesh(vertices, np.array(faces)), skeleton, skin), tmp_path / "chain.glb")
+    (arm,) = inspect_with_blender(tmp_path / "chain.glb")["armatures"]
+    assert arm["on_parent_bones"] == ["Mid2"]
+    assert arm["near_zero_bones"] == []  # the importer stretched it
 
 
 def test_glb_fbx_glb_keeps_armature_weights_and_animations(rig, rig_info, tmp_path):

@@ -101,7 +101,8 @@ def inspect_with_blender(path, timeout: float = DEFAULT_TIMEOUT) -> dict:
 
     Returns a dict with
       ``armatures``: [{name, bone_count, bone_names, parents, deform, heads, tails (world space,
-      metres, Blender's Z-up frame), lengths, near_zero_bones}],
+      metres, Blender's Z-up frame), lengths, near_zero_bones, on_parent_bones (head on the parent's
+      head: a zero-length segment the importer hid)}],
       ``meshes``: [{name, vertex_count, triangle_count, vertex_groups, weighted_groups, armature,
       parent, parent_armature}] without the importer's bone display shapes,
       ``actions``: [{name, frame_range (frames), armature, middle_frame, heads (world-space bone

@@ -21,7 +21,8 @@ import bpy
 
 # Bones shorter than this fraction of the armature's extent count as near-zero: Blender cannot
 # represent a zero-length bone, so importers stretch them to a tiny stub that breaks bone-axis
-# based tools (IK, retargeting) even though it imports.
+# based tools (IK, retargeting) even though it imports. The same fraction flags joints sitting on
+# their parent joint (a zero-length segment, which importers hide by borrowing a length).
 NEAR_ZERO_BONE = 1e-4
 
 
@@ -118,7 +119,7 @@ def bone_shape_objects() -> set:
 
 
 def describe_armature(obj) -> dict:
-    """Bone names, world-space heads/tails (scene units) and the near-zero-length bones."""
+    """Bone names, world-space heads/tails (scene units), near-zero bones and joints on their parent."""
     mw = obj.matrix_world
     bones = list(obj.data.bones)
     heads = [list(mw @ b.head_local) for b in bones]
@@ -137,6 +138,9 @@ def describe_armature(obj) -> dict:
         "tails": tails,
         "lengths": lengths,
         "near_zero_bones": [b.name for b, n in zip(bones, lengths) if n <= tiny],
+        "on_parent_bones": [
+            b.name for b in bones if b.parent and (mw @ b.head_local - mw @ b.parent.head_local).length <= tiny
+        ],
     }
 
 
