@@ -70,7 +70,8 @@ def test_corpus_rig_imports_into_blender_as_in_manifest(rig, rig_info):
     for action in rig_info["actions"]:
         start, end = action["frame_range"]
         assert end > start
-        assert action["armature"] == arm["name"] and len(action["heads"]) == rig.joints
+        assert action["armature"] == arm["name"]
+        assert all(len(heads) == rig.joints for heads in action["poses"].values())
 
 
 def test_glb_written_by_mesh3d_imports_into_blender(rig, tmp_path):
@@ -128,7 +129,7 @@ def test_glb_fbx_glb_keeps_armature_weights_and_animations(rig, rig_info, tmp_pa
         diff = compare_inspections(rig_info, info)
         assert diff["bones"] == (rig.joints, rig.joints)
         assert diff["actions_lost"] == diff["actions_gained"] == []
-        # Rest and mid-clip poses agree to 0.1 % of the rig's size (measured: 7e-6 rest, 4e-4 pose).
+        # Rest and sampled clip poses agree to 0.1 % of the rig's size (Bull measured: 7e-6 rest, 5e-4 pose).
         assert diff["rest_error"] <= 1e-3 * diff["extent"]
         assert diff["pose_error"] <= 1e-3 * diff["extent"]
 

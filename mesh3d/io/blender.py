@@ -105,8 +105,9 @@ def inspect_with_blender(path, timeout: float = DEFAULT_TIMEOUT) -> dict:
       head: a zero-length segment the importer hid)}],
       ``meshes``: [{name, vertex_count, triangle_count, vertex_groups, weighted_groups, armature,
       parent, parent_armature}] without the importer's bone display shapes,
-      ``actions``: [{name, frame_range (frames), armature, middle_frame, heads (world-space bone
-      heads at the middle frame, in the armature's bone order; None if the action moves no bones)}],
+      ``actions``: [{name, frame_range (frames), armature, poses ({frame: world-space bone heads
+      in the armature's bone order} at frames start + 0, 1, 2, 4, 8, ...; None if the action moves
+      no bones)}],
       ``fps`` and ``blender_version``.
     """
     src = _check_input(path, IMPORTABLE)
@@ -134,8 +135,7 @@ def _convert(src, dst, timeout: float, what: Optional[str]) -> Path:
         raise Mesh3DError(f"{dst}: Blender route writes {', '.join(EXPORTABLE)} files, not {dst.suffix or 'no extension'}")
     if dst == src:
         raise Mesh3DError(f"{dst}: output would overwrite the input; choose another output path")
-    if not dst.parent.is_dir():
-        raise Mesh3DError(f"{dst.parent}: output folder does not exist")
+    dst.parent.mkdir(parents=True, exist_ok=True)  # as mesh3d's other writers do
     # Same folder, same extension: Blender's exporters insist on the extension, and os.replace is
     # only atomic within one file system. Blender creates the file, so it gets normal permissions.
     tmp = dst.parent / f".{dst.stem}.{uuid.uuid4().hex[:12]}.tmp{dst.suffix.lower()}"
@@ -177,8 +177,8 @@ def compare_inspections(before: dict, after: dict) -> dict:
 
     Returns bone and action counts of both, the clip names lost or gained, the armature's extent
     (longest side of the rest bone heads' box, scene units) and the largest distance between
-    same-named bones' heads at rest (``rest_error``) and at each shared clip's middle frame
-    (``pose_error``), in scene units.
+    same-named bones' heads at rest (``rest_error``) and at the sample frames a clip has on both
+    sides (``pose_error``, infinite when a clip lost its motion or shares no frame), scene units.
     """
     a, b = before["armatures"], after["armatures"]
     if len(a) != 1 or len(b) != 1:
@@ -191,13 +191,15 @@ def compare_inspections(before: dict, after: dict) -> dict:
     acts_b = {x["name"]: x for x in after["actions"]}
     pose_error = 0.0
     for name in acts_a.keys() & acts_b.keys():
-        pa, pb = acts_a[name], acts_b[name]
-        if pa["heads"] is None or pb["heads"] is None or pa["middle_frame"] != pb["middle_frame"]:
-            pose_error = float("inf")  # the clip lost its motion or its timing
+        pa, pb = acts_a[name]["poses"], acts_b[name]["poses"]
+        if pa is None and pb is None:
             continue
-        posed_a = dict(zip(a["bone_names"], pa["heads"]))
-        posed_b = dict(zip(b["bone_names"], pb["heads"]))
-        pose_error = max([pose_error] + [_dist(posed_a[n], posed_b[n]) for n in shared])
+        frames = (pa or {}).keys() & (pb or {}).keys()
+        if not frames:
+            pose_error = float("inf")
+        for f in frames:
+            posed_a, posed_b = dict(zip(a["bone_names"], pa[f])), dict(zip(b["bone_names"], pb[f]))
+            pose_error = max([pose_error] + [_dist(posed_a[n], posed_b[n]) for n in shared])
     return {
         "bones": (a["bone_count"], b["bone_count"]),
         "actions": (len(acts_a), len(acts_b)),

@@ -13,6 +13,7 @@ the Blender venv has neither torch nor mesh3d.
 """
 
 import json
+import math
 import sys
 import traceback
 from pathlib import Path
@@ -63,6 +64,13 @@ def export_file(path: Path) -> None:
         )
     elif ext == ".fbx":
         name_takes_after_actions()
+        # Takes are baked at whole frames only, so a clip ending at frame 13.6 would lose its last
+        # 0.6 frame, including its final pose: widen such clips to whole frames (holding the ends).
+        for action in bpy.data.actions:
+            start, end = action.frame_range
+            if start != math.floor(start) or end != math.ceil(end):
+                action.use_frame_range = True
+                action.frame_start, action.frame_end = math.floor(start), math.ceil(end)
         # Settings that import cleanly in Unity and back into Blender: Y-up/-Z-forward, unit scale
         # written into the file (objects come in at scale 1), no extra leaf bones, and every action
         # baked as its own take so clip names survive.
@@ -167,40 +175,46 @@ def describe_mesh(obj) -> dict:
 
 
 def describe_action(action, armatures: list) -> dict:
-    """Frame range, and the world-space bone heads at the middle frame on the armature it drives.
+    """Frame range, and world-space bone heads at a few frames on the armature the action drives.
 
-    The mid-frame pose lets a round trip be checked for motion, not only for clip counts. Heads are
-    listed in the armature's bone order; ``armature`` is None for actions that move no bones.
+    The poses let a round trip be checked for motion, not only for clip counts. They are taken at
+    whole frames start + 0, 1, 2, 4, 8, ... (up to the end), so two versions of a clip whose ranges
+    differ by a fraction of a frame still share most sample frames. ``poses`` maps the frame (a
+    string, JSON keys are) to the heads in the armature's bone order; None when no bones move.
     """
     start, end = (float(f) for f in action.frame_range)
-    out = {"name": action.name, "frame_range": [start, end], "armature": None, "middle_frame": None, "heads": None}
+    out = {"name": action.name, "frame_range": [start, end], "armature": None, "poses": None}
+    first = math.floor(start)
+    frames = [first] + [first + 2**k for k in range(32) if first + 2**k <= end]
     for obj in armatures:
         for slot in action.slots:
             bones = {fc.data_path.split('"')[1] for fc in _fcurves(action, slot) if fc.data_path.startswith("pose.bones[")}
             if bones and bones <= set(obj.pose.bones.keys()):
-                frame = int(round((start + end) / 2))
-                out.update(armature=obj.name, middle_frame=frame, heads=posed_heads(obj, action, slot, frame))
+                poses = {str(f): heads for f, heads in zip(frames, posed_heads(obj, action, slot, frames))}
+                out.update(armature=obj.name, poses=poses)
                 return out
     return out
 
 
-def posed_heads(obj, action, slot, frame: int) -> list:
-    """World-space bone heads of armature ``obj`` playing ``action`` at ``frame``; state is restored."""
+def posed_heads(obj, action, slot, frames: list) -> list:
+    """World-space bone heads of armature ``obj`` playing ``action`` at each frame; state is restored."""
     anim = obj.animation_data or obj.animation_data_create()
     saved_action, saved_slot = anim.action, anim.action_slot
     saved_basis = [pb.matrix_basis.copy() for pb in obj.pose.bones]
     anim.action = action
     anim.action_slot = slot
-    bpy.context.scene.frame_set(frame)
-    mw = obj.matrix_world
-    heads = [list(mw @ obj.pose.bones[b.name].head) for b in obj.data.bones]
+    out = []
+    for frame in frames:
+        bpy.context.scene.frame_set(frame)
+        mw = obj.matrix_world
+        out.append([list(mw @ obj.pose.bones[b.name].head) for b in obj.data.bones])
     anim.action = saved_action
     if saved_action is not None:
         anim.action_slot = saved_slot
     # Bones an action does not key keep the pose they had, which would leak into the next action.
     for pb, basis in zip(obj.pose.bones, saved_basis):
         pb.matrix_basis = basis
-    return heads
+    return out
 
 
 def _fcurves(action, slot) -> list:
