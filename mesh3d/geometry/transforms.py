@@ -15,15 +15,18 @@ import torch
 
 
 def numpy_compatible(fn):
-    """Let a torch function take and return numpy arrays (float64 kept as float64)."""
+    """Let a torch function take and return numpy arrays (float64 kept as float64).
+
+    Outputs are numpy when no argument is a tensor; any tensor argument keeps the call in torch
+    (and differentiable), with numpy arguments turned into tensors.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        is_np = any(isinstance(a, np.ndarray) for a in args)
-        if not is_np:
-            return fn(*args, **kwargs)
         targs = [torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a for a in args]
         out = fn(*targs, **kwargs)
+        if any(isinstance(a, torch.Tensor) for a in args):
+            return out
         if isinstance(out, tuple):
             return tuple(o.detach().numpy() if isinstance(o, torch.Tensor) else o for o in out)
         return out.detach().numpy() if isinstance(out, torch.Tensor) else out

@@ -50,7 +50,9 @@ def load(path: str | os.PathLike, up_axis: str | None = None) -> Asset:
         return read_mesh_file(path, up_axis or "Y")
     except Mesh3DError as e:
         msg = str(e)
-        raise Mesh3DError(msg if str(path.name) in msg else f"{path}: {msg}") from None
+        if msg.startswith(f"{path.name}:"):
+            msg = f"{path}{msg[len(path.name):]}"
+        raise Mesh3DError(msg if str(path) in msg else f"{path}: {msg}") from None
     except MemoryError:
         raise Mesh3DError(f"{path}: not enough memory to load this file") from None
 
