@@ -46,7 +46,7 @@ blender: $(BLENDER_VENV)/.installed
 test: $(VENV)/.dev $(BLENDER_VENV)/.installed
 	$(PY) -m pytest -q
 
-test-slow: $(VENV)/.dev
+test-slow: $(VENV)/.dev $(BLENDER_VENV)/.installed
 	$(PY) -m pytest -q -m slow
 
 clean:

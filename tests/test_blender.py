@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
+from conftest import require
 from data_prep.corpus import corpus_dir, records
 from mesh3d.asset import Asset, Mesh, Skeleton, Skin, forward_kinematics
 from mesh3d.errors import Mesh3DError
 from mesh3d.io import blender, load, save
-from mesh3d.io.blender import compare_inspections, convert_with_blender, inspect_with_blender
+from mesh3d.io.blender import compare_inspections, convert_with_blender, inspect_many_with_blender, inspect_with_blender
 
 RIG = "animals_pack/Bull.glb"  # 42 joints, 12 clips, helper joints (IK poles) without weights
 
@@ -26,13 +27,12 @@ def need_blender():
     stamp = blender.REPO_ROOT / ".venv-blender" / ".installed"
     if stamp.exists():  # `make blender` ran, so Blender is supposed to work: a skip would hide a bug
         pytest.fail(f"Blender was set up ({stamp}) but {blender.blender_python()} cannot `import bpy`")
-    pytest.skip(f"BLENDER NOT SET UP: {blender.blender_python()} cannot `import bpy`; run `make blender`")
+    require(False, f"BLENDER NOT SET UP: {blender.blender_python()} cannot `import bpy`; run `make blender`")
 
 
 @pytest.fixture(scope="module")
 def rig(need_blender):
-    if corpus_dir() is None:
-        pytest.skip("shared corpus not found (set MESH3D_DATA)")
+    require(corpus_dir() is not None, "shared corpus not found (set MESH3D_DATA)")
     (record,) = [r for r in records(kind="rig") if r.file == RIG]
     return record
 
@@ -87,6 +87,23 @@ def test_glb_written_by_mesh3d_imports_into_blender(rig, tmp_path):
     assert sorted(mesh["weighted_groups"]) == sorted(asset.skeleton.names[j] for j in weighted)
     assert sorted(a["name"] for a in info["actions"]) == sorted(rig.animations)
     assert all(a["armature"] == arm["name"] for a in info["actions"])
+
+
+def test_every_rig_mesh3d_exports_imports_into_blender(need_blender, rig_roundtrips):
+    """Each corpus rig re-exported by mesh3d (the shared round-trip fixture) opens in real Blender
+    with one armature of the same bone count, one vertex group per deforming joint, one action per
+    clip moving that armature, and no near-zero bones."""
+    rows = list(rig_roundtrips.values())
+    infos = inspect_many_with_blender([row["exported"] for _, row in rows])
+    for (record, row), info in zip(rows, infos):
+        (arm,) = info["armatures"]
+        assert arm["bone_count"] == record.joints and arm["near_zero_bones"] == [], record.file
+        groups = [g for m in info["meshes"] if m["armature"] == arm["name"] for g in m["vertex_groups"]]
+        weighted = {g for m in info["meshes"] if m["armature"] == arm["name"] for g in m["weighted_groups"]}
+        assert set(groups) <= set(arm["bone_names"]), record.file
+        assert len(weighted) == record.joints - row["helpers"], record.file
+        assert sorted(a["name"] for a in info["actions"]) == sorted(record.animations), record.file
+        assert all(a["armature"] == arm["name"] for a in info["actions"]), record.file
 
 
 def test_joint_on_its_parent_is_reported(need_blender, tmp_path):
@@ -205,10 +222,7 @@ def test_unsupported_files_are_refused_before_blender_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_every_corpus_rig_imports_into_blender_as_in_manifest(need_blender):
-    if corpus_dir() is None:
-        pytest.skip("shared corpus not found (set MESH3D_DATA)")
-    for rig in records(kind="rig"):
-        info = inspect_with_blender(rig.path)
+def test_every_corpus_rig_imports_into_blender_as_in_manifest(need_blender, rig_records):
+    for rig, info in zip(rig_records, inspect_many_with_blender([r.path for r in rig_records])):
         assert [a["bone_count"] for a in info["armatures"]] == [rig.joints], rig.file
         assert sorted(a["name"] for a in info["actions"]) == sorted(rig.animations), rig.file

@@ -96,6 +96,19 @@ def _check_input(path: Path, allowed: tuple[str, ...]) -> Path:
     return path
 
 
+def inspect_many_with_blender(paths, timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
+    """:func:`inspect_with_blender` for many files in one Blender process (Blender starts once).
+
+    ``timeout`` is per file. Fails as a whole, naming the file, if any file does not import.
+    """
+    srcs = [str(_check_input(p, IMPORTABLE)) for p in paths]
+    with tempfile.TemporaryDirectory(prefix="mesh3d-blender-") as tmp:
+        reply = Path(tmp) / "reply.json"
+        what = f"inspecting {Path(srcs[0]).name}" if len(srcs) == 1 else f"inspecting {len(srcs)} files"
+        _run({"op": "inspect", "srcs": srcs, "reply": str(reply)}, what, timeout * len(srcs))
+        return json.loads(reply.read_text())
+
+
 def inspect_with_blender(path, timeout: float = DEFAULT_TIMEOUT) -> dict:
     """Import ``path`` (GLB/glTF/FBX) with Blender's own importer and report what it built.
 
@@ -110,11 +123,7 @@ def inspect_with_blender(path, timeout: float = DEFAULT_TIMEOUT) -> dict:
       no bones)}],
       ``fps`` and ``blender_version``.
     """
-    src = _check_input(path, IMPORTABLE)
-    with tempfile.TemporaryDirectory(prefix="mesh3d-blender-") as tmp:
-        reply = Path(tmp) / "reply.json"
-        _run({"op": "inspect", "src": str(src), "reply": str(reply)}, f"inspecting {src.name}", timeout)
-        return json.loads(reply.read_text())
+    return inspect_many_with_blender([path], timeout)[0]
 
 
 def convert_with_blender(src, dst, timeout: float = DEFAULT_TIMEOUT) -> Path:

@@ -2,12 +2,12 @@
 
 Usage: ``python blender_script.py REQUEST_JSON`` where the request is one of
 
-    {"op": "inspect", "src": PATH, "reply": JSON_PATH}
+    {"op": "inspect", "srcs": [PATH, ...], "reply": JSON_PATH}
     {"op": "convert", "src": PATH, "dst": PATH}
 
-``inspect`` writes its findings as JSON to ``reply`` (Blender prints its own chatter on stdout, so
-stdout cannot carry the answer). ``convert`` imports ``src`` and exports ``dst`` (format from the
-extension). Each run starts from an empty factory-settings scene, so the user's Blender preferences
+``inspect`` imports each file in turn and writes a list of findings as JSON to ``reply`` (Blender
+prints its own chatter on stdout, so stdout cannot carry the answer). ``convert`` imports ``src``
+and exports ``dst`` (format from the extension). Each run starts from an empty factory-settings scene, so the user's Blender preferences
 and startup file never leak into results. Only the standard library and bpy/mathutils are used here:
 the Blender venv has neither torch nor mesh3d.
 """
@@ -246,10 +246,17 @@ def inspect_scene() -> dict:
 
 def main() -> None:
     request = json.loads(sys.argv[1])
-    import_file(Path(request["src"]))
     if request["op"] == "inspect":
-        Path(request["reply"]).write_text(json.dumps(inspect_scene()))
+        found = []
+        for src in request["srcs"]:
+            try:
+                import_file(Path(src))
+                found.append(inspect_scene())
+            except Exception as exc:  # name the file: a batch holds many
+                raise RuntimeError(f"{Path(src).name}: {one_line(exc)}") from exc
+        Path(request["reply"]).write_text(json.dumps(found))
     elif request["op"] == "convert":
+        import_file(Path(request["src"]))
         export_file(Path(request["dst"]))
     else:
         raise ValueError(f"unknown op {request['op']!r}")
