@@ -74,21 +74,6 @@ def test_corpus_rig_imports_into_blender_as_in_manifest(rig, rig_info):
         assert all(len(heads) == rig.joints for heads in action["poses"].values())
 
 
-def test_glb_written_by_mesh3d_imports_into_blender(rig, tmp_path):
-    """Our own GLB writer: one armature with every joint, one vertex group per weighted joint."""
-    asset = load(rig.path)
-    save(asset, tmp_path / "bull.glb")
-    info = inspect_with_blender(tmp_path / "bull.glb")
-    (arm,) = info["armatures"]
-    assert arm["bone_count"] == rig.joints and arm["near_zero_bones"] == []
-    (mesh,) = info["meshes"]
-    assert mesh["armature"] == arm["name"]
-    weighted = np.unique(asset.skin.indices[asset.skin.weights > 0])
-    assert sorted(mesh["weighted_groups"]) == sorted(asset.skeleton.names[j] for j in weighted)
-    assert sorted(a["name"] for a in info["actions"]) == sorted(rig.animations)
-    assert all(a["armature"] == arm["name"] for a in info["actions"])
-
-
 def test_every_rig_mesh3d_exports_imports_into_blender(need_blender, rig_roundtrips):
     """Each corpus rig re-exported by mesh3d (the shared round-trip fixture) opens in real Blender
     with one armature of the same bone count, one vertex group per deforming joint, one action per

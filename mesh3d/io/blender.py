@@ -184,8 +184,8 @@ def write_fbx(asset: Asset, path, timeout: float = DEFAULT_TIMEOUT) -> None:
 def compare_inspections(before: dict, after: dict) -> dict:
     """What a round trip changed, from two ``inspect_with_blender`` results of one-armature files.
 
-    Returns bone and action counts of both, the clip names lost or gained, the armature's extent
-    (longest side of the rest bone heads' box, scene units) and the largest distance between
+    Returns bone and action counts of both, the bone and clip names lost or gained, the armature's extent
+    (longest side of the box around the rest bones, scene units) and the largest distance between
     same-named bones' heads at rest (``rest_error``) and at the sample frames a clip has on both
     sides (``pose_error``, infinite when a clip lost its motion or shares no frame), scene units.
     """
@@ -195,7 +195,7 @@ def compare_inspections(before: dict, after: dict) -> dict:
     a, b = a[0], b[0]
     rest_a, rest_b = dict(zip(a["bone_names"], a["heads"])), dict(zip(b["bone_names"], b["heads"]))
     shared = [n for n in a["bone_names"] if n in rest_b]
-    heads = np.array(a["heads"]).reshape(-1, 3)
+    points = np.array(a["heads"] + a["tails"]).reshape(-1, 3)
     acts_a = {x["name"]: x for x in before["actions"]}
     acts_b = {x["name"]: x for x in after["actions"]}
     pose_error = 0.0
@@ -212,9 +212,11 @@ def compare_inspections(before: dict, after: dict) -> dict:
     return {
         "bones": (a["bone_count"], b["bone_count"]),
         "actions": (len(acts_a), len(acts_b)),
+        "bones_lost": sorted(rest_a.keys() - rest_b.keys()),
+        "bones_gained": sorted(rest_b.keys() - rest_a.keys()),
         "actions_lost": sorted(acts_a.keys() - acts_b.keys()),
         "actions_gained": sorted(acts_b.keys() - acts_a.keys()),
-        "extent": float(np.ptp(heads, axis=0).max()) if len(heads) else 0.0,
+        "extent": float(np.ptp(points, axis=0).max()) if len(points) else 0.0,
         "rest_error": max([0.0] + [_dist(rest_a[n], rest_b[n]) for n in shared]),
         "pose_error": pose_error,
     }
@@ -255,7 +257,8 @@ def main(argv: Optional[list] = None) -> None:
                 glb = timed(convert_with_blender, fbx, Path(tmp) / "out.glb")
                 diff = compare_inspections(info, timed(inspect_with_blender, glb))
             ok = (
-                diff["bones"][0] == diff["bones"][1]
+                not diff["bones_lost"]
+                and not diff["bones_gained"]
                 and not diff["actions_lost"]
                 and not diff["actions_gained"]
                 and max(diff["rest_error"], diff["pose_error"]) <= 1e-3 * diff["extent"]
@@ -266,9 +269,10 @@ def main(argv: Optional[list] = None) -> None:
                 f" rest_err/extent={diff['rest_error'] / max(diff['extent'], 1e-12):.1e}"
                 f" pose_err/extent={diff['pose_error'] / max(diff['extent'], 1e-12):.1e}"
             )
+            line += "".join(f" {k}={diff[k]}" for k in ("bones_lost", "bones_gained", "actions_lost", "actions_gained") if diff[k])
         print(line, flush=True)
     for name, ts in times.items():
-        print(f"{name}: {len(ts)} calls, mean {np.mean(ts):.2f} s, max {np.max(ts):.2f} s")
+        print(f"{name}: {len(ts)} calls, mean {np.mean(ts):.2f} s, max {np.max(ts):.2f} s", flush=True)
     if failed:
         raise SystemExit(f"{failed} of {len(args.files)} files changed in the round trip")
 

@@ -39,8 +39,13 @@ def import_file(path: Path) -> None:
         bpy.ops.import_scene.fbx(filepath=str(path), automatic_bone_orientation=True, anim_offset=0.0)
         # The importer names actions "<object>|<take>"; keep the take name, so a clip keeps the
         # name it has in the file (for our own FBX files: the original clip name).
-        for action in list(bpy.data.actions):  # a copy: renaming re-sorts bpy.data.actions
-            action.name = action.name.split("|", 1)[-1]
+        # In two steps: a take "A" arrives as "Armature|A", which is the target name of the take
+        # "Armature|A", and a clash would make Blender append ".001".
+        targets = {action: action.name.split("|", 1)[-1] for action in bpy.data.actions}
+        for i, action in enumerate(targets):
+            action.name = f"mesh3d-rename-{i}"
+        for action, name in targets.items():
+            action.name = name
     else:
         raise ValueError(f"cannot import {ext} files (expected .glb, .gltf or .fbx)")
 
