@@ -230,7 +230,8 @@ def main(argv: Optional[list] = None) -> None:
     """``python -m mesh3d.io.blender [--roundtrip] FILE...``: inspect files in Blender and time it.
 
     With ``--roundtrip`` each file also goes GLB -> FBX -> GLB (in a temporary folder) and the
-    result is compared with the original; the timing of every Blender call is printed.
+    result is compared with the original: "ok" means the same bones and clips, and rest and sampled
+    poses within 1e-4 of the rig's size. The timing of every Blender call is printed.
     """
     import argparse
     import time
@@ -261,7 +262,7 @@ def main(argv: Optional[list] = None) -> None:
                 and not diff["bones_gained"]
                 and not diff["actions_lost"]
                 and not diff["actions_gained"]
-                and max(diff["rest_error"], diff["pose_error"]) <= 1e-3 * diff["extent"]
+                and max(diff["rest_error"], diff["pose_error"]) <= 1e-4 * diff["extent"]
             )
             failed += not ok
             line += (
