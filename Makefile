@@ -33,3 +33,11 @@ test-slow: $(VENV)/.dev
 
 clean:
 	rm -rf $(VENV) out
+
+# Node tools for the tests: the Khronos glTF-Validator, pinned by package-lock.json (mesh3d/io/validate.py).
+node_modules/.installed: package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "error: node/npm not found (the tests validate glTF with Node.js >= 18 and npm: apt-get install nodejs npm)"; exit 1; }
+	npm ci --no-audit --no-fund
+	touch $@
+
+test test-slow: node_modules/.installed

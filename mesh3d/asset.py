@@ -5,10 +5,11 @@ Conventions (see DESIGN.md):
 * Internal frame is Y-up, right-handed, in the source's units times ``Asset.unit_scale`` = metres.
 * A :class:`Skeleton` is a forest of joints given by bind-pose positions; joint ``j``'s parent has a
   smaller index (``parents[j] < j``, roots are ``-1``).
-* Bind frames are world-aligned: at bind pose every joint's frame is the world frame translated to
-  the joint. Animation tracks are local transforms relative to the parent joint in that convention,
-  so the rest pose is ``translation = joints[j] - joints[parent]``, identity rotation, unit scale.
-  Exporters choose bone-aligned frames for viewers (Blender) and convert; loaders convert back.
+* Each joint has a bind frame: its position plus an orientation ``Skeleton.frames[j]`` (a world
+  rotation). Loaded artist rigs keep the artist's orientations; new skeletons (predicted, geometric)
+  leave ``frames`` as None, meaning world-aligned (identity) frames, and exporters then choose
+  bone-aligned ones for viewers. Animation tracks are local transforms of a joint's frame relative
+  to its parent's frame, exactly as glTF nodes; :meth:`Skeleton.rest_pose` gives the bind pose.
 * Quaternions are ``(x, y, z, w)``.
 
 Forward kinematics and linear blend skinning are written once in torch (differentiable, batched over
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from mesh3d.errors import Mesh3DError
-from mesh3d.geometry.transforms import numpy_compatible, trs_to_matrix
+from mesh3d.geometry.transforms import matrix_to_trs, numpy_compatible, trs_to_matrix
 
 UP_AXES = ("Y", "Z", "-Y", "-Z", "X", "-X")
 
@@ -92,12 +93,15 @@ class Skeleton:
     joints: (J, 3) bind-pose positions, in the mesh's frame. parents: (J,) int, ``-1`` for roots,
     otherwise a smaller index. names: J unique strings. helper: (J,) bool, True for joints that
     carry no skin weight anywhere (IK targets, poles, a bare root): kept, but not deforming.
+    frames: optional (J, 3, 3) rotation of each joint's bind frame in the world (columns are the
+    local axes); None means world-aligned frames.
     """
 
     joints: np.ndarray
     parents: np.ndarray
     names: list[str]
     helper: Optional[np.ndarray] = None
+    frames: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.joints = np.asarray(self.joints, dtype=np.float64).reshape(-1, 3)
@@ -113,6 +117,10 @@ class Skeleton:
         )
         _check(len(set(self.names)) == j, "skeleton joint names are not unique")
         self.helper = np.zeros(j, bool) if self.helper is None else np.asarray(self.helper, bool).reshape(j)
+        if self.frames is not None:
+            self.frames = np.asarray(self.frames, dtype=np.float64).reshape(j, 3, 3)
+            ortho = np.abs(self.frames @ np.swapaxes(self.frames, 1, 2) - np.eye(3)).max()
+            _check(bool(ortho < 1e-4) and bool((np.linalg.det(self.frames) > 0).all()), "skeleton frames must be rotation matrices")
 
     def __len__(self) -> int:
         return len(self.joints)
@@ -120,12 +128,21 @@ class Skeleton:
     def children(self, j: int) -> list[int]:
         return [int(c) for c in np.flatnonzero(self.parents == j)]
 
-    def rest_translations(self) -> np.ndarray:
-        """(J, 3) local rest translations: offset from the parent joint (absolute for roots)."""
-        offs = self.joints.copy()
+    def bind_matrices(self) -> np.ndarray:
+        """(J, 4, 4) world matrices of the joints' bind frames."""
+        m = np.tile(np.eye(4), (len(self), 1, 1))
+        m[:, :3, 3] = self.joints
+        if self.frames is not None:
+            m[:, :3, :3] = self.frames
+        return m
+
+    def rest_pose(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Local bind-pose translations (J, 3), rotations (J, 4) and scales (J, 3)."""
+        bind = self.bind_matrices()
+        local = bind.copy()
         has_parent = self.parents >= 0
-        offs[has_parent] -= self.joints[self.parents[has_parent]]
-        return offs
+        local[has_parent] = np.linalg.inv(bind[self.parents[has_parent]]) @ bind[has_parent]
+        return matrix_to_trs(local)
 
 
 @dataclass
@@ -208,10 +225,9 @@ class Animation:
     @classmethod
     def rest(cls, skeleton: Skeleton, name: str = "rest", frames: int = 1, fps: float = 30.0) -> "Animation":
         """A clip holding the bind pose."""
-        j = len(skeleton)
-        rot = np.zeros((frames, j, 4))
-        rot[..., 3] = 1.0
-        return cls(name, fps, np.broadcast_to(skeleton.rest_translations(), (frames, j, 3)), rot, np.ones((frames, j, 3)))
+        t, r, s = skeleton.rest_pose()
+        tile = lambda a: np.repeat(a[None], frames, 0)  # noqa: E731
+        return cls(name, fps, tile(t), tile(r), tile(s))
 
 
 @dataclass
@@ -252,7 +268,7 @@ class Asset:
             animation.rotations[sel],
             animation.scales[sel],
         )
-        return linear_blend_skinning(self.mesh.vertices, self.skeleton.joints, world, self.skin.indices, self.skin.weights)
+        return linear_blend_skinning(self.mesh.vertices, self.skeleton.bind_matrices(), world, self.skin.indices, self.skin.weights)
 
 
 @numpy_compatible
@@ -271,16 +287,19 @@ def forward_kinematics(parents, translations, rotations, scales):
 
 
 @numpy_compatible
-def linear_blend_skinning(vertices, bind_joints, world, indices, weights):
+def linear_blend_skinning(vertices, bind, world, indices, weights):
     """Posed vertices ``(..., V, 3)`` by linear blend skinning.
 
-    vertices: (V, 3) bind-pose mesh. bind_joints: (J, 3) bind-pose joint positions (world-aligned
-    bind frames, so the inverse bind matrix is a translation by ``-bind_joints[j]``). world:
-    (..., J, 4, 4) posed joint matrices from :func:`forward_kinematics`. indices, weights: (V, K).
+    vertices: (V, 3) bind-pose mesh. bind: (J, 4, 4) bind matrices (:meth:`Skeleton.bind_matrices`),
+    or (J, 3) joint positions for world-aligned frames. world: (..., J, 4, 4) posed joint matrices
+    from :func:`forward_kinematics`. indices, weights: (V, K).
     """
-    skinning = world.clone()
-    # world @ translate(-p): only the translation column changes.
-    skinning[..., :3, 3] = world[..., :3, 3] - (world[..., :3, :3] @ bind_joints[..., None])[..., 0]
+    if bind.shape[-1] == 3:
+        skinning = world.clone()
+        # world @ translate(-p): only the translation column changes.
+        skinning[..., :3, 3] = world[..., :3, 3] - (world[..., :3, :3] @ bind[..., None])[..., 0]
+    else:
+        skinning = world @ torch.linalg.inv(bind.to(world.dtype))
     blended = (skinning[..., indices, :3, :] * weights[..., None, None].to(world.dtype)).sum(-3)  # (..., V, 3, 4)
     v = vertices.to(world.dtype)
     return (blended[..., :3] @ v[..., None])[..., 0] + blended[..., 3]

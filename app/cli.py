@@ -1,0 +1,102 @@
+"""The ``mesh3d`` command line.
+
+Each subcommand parses its options and calls one function of :mod:`app.pipeline` or a library
+module; user errors (:class:`Mesh3DError`) become one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from mesh3d import __version__
+from mesh3d.errors import Mesh3DError
+
+
+def _cmd_info(args) -> int:
+    from mesh3d.describe import describe, format_description
+    from mesh3d.io import load
+
+    info = describe(load(args.file, up_axis=args.up))
+    print(json.dumps(info, indent=2) if args.json else format_description(info))
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    from app.pipeline import convert
+
+    for w in convert(args.input, args.output, up_axis=args.up):
+        print(f"warning: {w}", file=sys.stderr)
+    print(args.output)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from app.pipeline import demo
+
+    print(demo(args.output, seed=args.seed))
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from mesh3d.io.validate import format_report, validate_gltf
+
+    reports = validate_gltf(args.files)
+    for r in reports:
+        print(format_report(r))
+    return 0 if all(r["numErrors"] == 0 for r in reports) else 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mesh3d", description="Turn 3D shapes into clean, rigged and animated assets.")
+    parser.add_argument("--version", action="version", version=f"mesh3d {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up_help = "up axis of OBJ/PLY/STL/OFF input (Y, Z, -Y, -Z, X, -X; default Y)"
+
+    p = sub.add_parser("info", help="summarise a mesh or rigged asset")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--up", default=None, type=str.upper, help=up_help)
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("convert", help="convert between GLB, glTF, OBJ, PLY, STL, OFF and FBX, keeping rig and animations where the target can hold them")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--up", default=None, type=str.upper, help=up_help)
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("demo", help="run the main job on a built-in example")
+    p.add_argument("-o", "--output", default="out/demo.glb")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("validate", help="check GLB/glTF files with the Khronos glTF-Validator")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=_cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Mesh3DError as e:
+        print(f"mesh3d: error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    except KeyboardInterrupt:
+        print("mesh3d: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: still one line for the user, the traceback on request
+        if os.environ.get("MESH3D_DEBUG"):
+            raise
+        print(f"mesh3d: internal error: {type(e).__name__}: {e} (set MESH3D_DEBUG=1 for details and please report it)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
