@@ -14,6 +14,7 @@ a bare root at the feet are dropped, their children reattached to the nearest ke
 
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 import numpy as np
@@ -22,6 +23,7 @@ from scipy.sparse import coo_matrix
 from scipy.spatial import cKDTree
 
 from mesh3d.asset import Mesh, Skeleton, Skin
+from mesh3d.errors import Mesh3DError
 from mesh3d.geometry.normalize import normalize_unit_cube
 
 BONE_STEP = 0.005
@@ -116,3 +118,125 @@ def skeleton_metrics(pred: Skeleton, gt: Skeleton, gt_mesh: Mesh, gt_skin: Optio
         "cd_j2b": chamfer_j2b(ja, ba, jb, bb),
         "cd_b2b": chamfer_b2b(ja, ba, jb, bb),
     }
+
+
+def skin_l1(pred: Skin, gt: Skin, num_joints: int) -> float:
+    """Mean over vertices of sum_j |pred_j - gt_j| (0 = identical, 2 = disjoint)."""
+    return float(np.abs(pred.dense(num_joints) - gt.dense(num_joints)).sum(1).mean())
+
+
+def evaluate_rig(path) -> dict:
+    """One row of the geometric rigger against a rigged file's ground truth.
+
+    Skeleton metrics compare our skeleton with the file's; the skin L1 compares our weights,
+    computed on the file's own skeleton, with the file's weights. Times in seconds. A failure is
+    recorded in ``error`` instead of raising.
+    """
+    from mesh3d.io import load
+    from rigging.skeleton.geometric import geometric_skeleton
+    from rigging.skinning.geometric import geometric_skin
+
+    asset = load(path)
+    row = {"file": str(path), "faces": len(asset.mesh.faces), "gt_joints": int(weighted_joints(asset.skin, len(asset.skeleton)).sum())}
+    try:
+        t = time.perf_counter()
+        skeleton = geometric_skeleton(asset.mesh)
+        row["skeleton_s"] = time.perf_counter() - t
+        row["joints"] = len(skeleton)
+        row.update(skeleton_metrics(skeleton, asset.skeleton, asset.mesh, asset.skin))
+        t = time.perf_counter()
+        skin = geometric_skin(asset.mesh, asset.skeleton)
+        row["skin_s"] = time.perf_counter() - t
+        row["skin_l1"] = skin_l1(skin, asset.skin, len(asset.skeleton))
+    except Exception as e:  # the harness counts failures rather than stopping at the first
+        row["error"] = f"{type(e).__name__}: {e}"
+    return row
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Means of every numeric metric over the rows without errors, and the failure count."""
+    ok = [r for r in rows if "error" not in r]
+    keys = ["cd_j2j", "cd_j2b", "cd_b2b", "skin_l1", "skeleton_s", "skin_s", "joints"]
+    out = {k: float(np.mean([r[k] for r in ok])) if ok else float("nan") for k in keys}
+    out.update(assets=len(rows), failures=len(rows) - len(ok))
+    return out
+
+
+def benchmark(min_faces: int, source: str = "modular_women/Worker.glb") -> dict:
+    """Time and peak memory of skeleton + skin on a shared rig's mesh subdivided (each triangle
+    into four) until it has at least ``min_faces`` faces. Peak memory is this process's maximum
+    resident set size, so run it in a fresh process."""
+    import resource
+
+    import trimesh
+
+    from data_prep import corpus
+    from mesh3d.asset import Mesh
+    from mesh3d.io import load
+    from rigging.skeleton.geometric import geometric_skeleton
+    from rigging.skinning.geometric import geometric_skin
+
+    root = corpus.corpus_dir()
+    if root is None:
+        raise Mesh3DError("shared corpus not found: set MESH3D_DATA to the folder holding manifest.json")
+    mesh = load(root / source).mesh
+    vertices, faces = mesh.vertices, mesh.faces
+    while len(faces) < min_faces:
+        vertices, faces = trimesh.remesh.subdivide(vertices, faces)
+    mesh = Mesh(vertices, faces)
+    t = time.perf_counter()
+    skeleton = geometric_skeleton(mesh)
+    t_skel = time.perf_counter() - t
+    t = time.perf_counter()
+    geometric_skin(mesh, skeleton)
+    t_skin = time.perf_counter() - t
+    return {
+        "faces": len(faces),
+        "vertices": len(vertices),
+        "joints": len(skeleton),
+        "skeleton_s": t_skel,
+        "skin_s": t_skin,
+        "total_s": t_skel + t_skin,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """``python -m rigging.eval [--split dev|train|all] [--out REPORT.json]`` evaluates the
+    geometric rigger on the shared rigs and prints a table; ``--bench FACES`` instead prints the
+    speed and peak memory of rigging a mesh of at least FACES faces."""
+    import argparse
+    import json
+
+    from data_prep import corpus
+
+    parser = argparse.ArgumentParser(prog="python -m rigging.eval", description=main.__doc__)
+    parser.add_argument("--split", default="dev", choices=["dev", "train", "all"])
+    parser.add_argument("--out", help="write the rows and summary as JSON here")
+    parser.add_argument("--bench", type=int, metavar="FACES", help="benchmark instead of evaluating")
+    args = parser.parse_args(argv)
+    if args.bench:
+        print(json.dumps(benchmark(args.bench), indent=1))
+        return
+    rows = []
+    for r in corpus.records("rig", None if args.split == "all" else args.split):
+        row = evaluate_rig(r.path)
+        row["file"] = r.file
+        rows.append(row)
+        if "error" in row:
+            print(f"{r.file:<60} FAILED {row['error']}", flush=True)
+        else:
+            print(
+                f"{r.file:<60} J {row['joints']:2d}/{row['gt_joints']:2d}  J2J {row['cd_j2j']:6.2f}  J2B {row['cd_j2b']:6.2f}"
+                f"  B2B {row['cd_b2b']:6.2f}  skinL1 {row['skin_l1']:.3f}  {row['skeleton_s'] + row['skin_s']:.2f}s",
+                flush=True,
+            )
+    summary = summarise(rows)
+    print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"rows": rows, "summary": summary}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

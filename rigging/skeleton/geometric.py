@@ -74,15 +74,16 @@ def geometric_skeleton(mesh: Mesh, max_joints: int = 64, resolution: int = 96, s
 
 
 def _mirror_axis(solid: np.ndarray) -> int | None:
-    """The axis whose mid-plane mirrors the solid best, if its IoU reaches ``SYMMETRY_IOU``."""
+    """The axis whose mid-plane mirrors the solid best, if its IoU reaches ``SYMMETRY_IOU``. Ties
+    go to X, then Z: in glTF's frame a character faces +Z, so X is left-right and Y is up."""
     best, best_iou = None, SYMMETRY_IOU
     total = solid.sum()
-    for axis in range(3):
+    for axis in (0, 2, 1):
         if solid.shape[axis] <= 2 * 3 + 1:
             continue  # flat along this axis: mirroring through its thickness says nothing
         inter = np.logical_and(solid, np.flip(solid, axis)).sum()
         iou = inter / max(1, 2 * total - inter)
-        if iou >= best_iou:
+        if iou >= best_iou + (0.0 if best is None else 0.01):
             best, best_iou = axis, iou
     return best
 

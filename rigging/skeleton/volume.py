@@ -2,7 +2,7 @@
 
 Artist meshes are rarely one closed shell: they are several overlapping parts, with holes, single
 sheets and non-manifold edges, so a parity inside test is meaningless. We treat the union of all
-parts as the volume: mark every voxel the surface passes through, close small holes, fill what the
+parts as the volume: mark every voxel the surface passes through, seal small holes, fill what the
 outside cannot reach, and also fill voxels walled in along at least 5 of the 6 axis directions
 (this survives holes bigger than the closing can seal: a hole only opens the lines that pass
 through it). Thin sheets stay as one-voxel-thick solids, so fins and capes still have a volume.
@@ -108,7 +108,10 @@ def voxelise(vertices: np.ndarray, faces: np.ndarray, resolution: int = 96) -> V
     surface = np.zeros(dims, bool)
     surface[tuple(idx.T)] = True
 
-    closed = ndimage.binary_dilation(surface, iterations=1)
-    filled = ndimage.binary_erosion(ndimage.binary_fill_holes(closed), iterations=1)
-    solid = filled | surface | _walled_in(surface)
+    # Thicken the surface by a voxel to seal small holes, take what the outside cannot reach, and
+    # give back the inner half of the thickening. The outer half is not kept: it would glue parts
+    # that merely touch (two legs) into one block.
+    sealed = ndimage.binary_dilation(surface, iterations=1)
+    cavity = ndimage.binary_fill_holes(sealed) & ~sealed
+    solid = surface | cavity | (ndimage.binary_dilation(cavity, iterations=1) & sealed) | _walled_in(surface)
     return Volume(solid, origin, h)
