@@ -227,7 +227,13 @@ def _transfer(
     src_part = _components(len(src), src_faces)
     # Source part -> destination part: the part most of its vertices lie on.
     on = dst_part[cKDTree(dst).query(src)[1]]
-    parent_part = np.array([np.bincount(on[src_part == p]).argmax() for p in range(src_part.max() + 1)])
+    m = int(on.max()) + 1
+    pair, count = np.unique(src_part.astype(np.int64) * m + on, return_counts=True)
+    part, parent = np.divmod(pair, m)
+    order = np.lexsort([count, part])  # by part, then count: each part's last entry wins
+    last = np.r_[part[order][1:] != part[order][:-1], True]
+    parent_part = np.zeros(src_part.max() + 1, np.int64)
+    parent_part[part[order][last]] = parent[order][last]
     src_owner = parent_part[src_part]
 
     k = min(16, len(src))
@@ -238,13 +244,17 @@ def _transfer(
     ahead = ((src[near] - dst[:, None]) * dst_normals[:, None]).sum(2)
     ok = same_part & (agree > 0.3) & (ahead <= 0.5 * dist)
     blend = np.where(ok, 1.0 / np.maximum(dist, 1e-12), 0.0)
-    out = np.einsum("vk,vkj->vj", blend, weights[near])
+    out = np.zeros((len(dst), weights.shape[1]))
+    for i in range(k):  # one neighbour rank at a time keeps memory at (V, J)
+        out += blend[:, i, None] * weights[near[:, i]]
     total = blend.sum(1)
     # Vertices without such a neighbour among the nearest: the nearest vertex of their own part,
     # or, if decimation removed the part (a speck), the nearest vertex at all.
-    for v in np.flatnonzero(total == 0):
-        mine = np.flatnonzero(src_owner == dst_part[v])
+    lost = np.flatnonzero(total == 0)
+    for part in np.unique(dst_part[lost]):
+        these = lost[dst_part[lost] == part]
+        mine = np.flatnonzero(src_owner == part)
         pool = mine if len(mine) else np.arange(len(src))
-        out[v] = weights[pool[np.argmin(np.linalg.norm(src[pool] - dst[v], axis=1))]]
-        total[v] = 1.0
+        out[these] = weights[pool[cKDTree(src[pool]).query(dst[these])[1]]]
+        total[these] = 1.0
     return out / total[:, None]
