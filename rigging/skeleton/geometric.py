@@ -11,8 +11,8 @@ Pipeline, all in the normalised frame (bounding box centred, longest side 1):
 5. prune spurs (leaf branches that barely stick out of the ball of their junction) and
    whiskers (leaf branches at most two voxels thick hanging from a body many times thicker: fins,
    spines, antennae, hair strands), which follow their body in artist rigs;
-6. extend each tip along its last direction to the surface, as a non-deforming end joint (the
-   bone tail), so the last bone spans the whole limb;
+6. reach into thick parts the medial axis misses (thinning retracts from round ends, so a fish's
+   blunt head has no branch) with a straight chain ending in a non-deforming end joint;
 7. keep joints at the root, branch points and tips, at bends (Douglas-Peucker) and along long
    straight runs, and merge joints that nearly coincide;
 8. for a symmetric shape build one half and mirror it, so the rig is exactly symmetric.
@@ -44,7 +44,7 @@ PRUNE_MIN = 0.03  # ... and by at least this much
 BLUNT_DEPTH = 0.05  # volume this far beyond every node's ball gets a chain of its own
 WHISKER_THINNESS = 0.15  # a two-voxel-thin leaf branch this much thinner than its body is pruned
 BEND_TOLERANCE = 0.02  # Douglas-Peucker tolerance: a chain deviating more than this gets a joint
-MAX_SEGMENT = 0.12  # straight runs longer than this get intermediate joints
+MAX_SEGMENT = 0.07  # straight runs longer than this get intermediate joints
 MERGE_DISTANCE = 0.025  # joints closer than this to their parent are merged into one
 
 
@@ -89,10 +89,10 @@ def _mirror_axis(solid: np.ndarray) -> int | None:
 
 
 def _medial_tree(vol: Volume, axis: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The pruned medial-axis tree with surface tips.
+    """The pruned medial-axis tree, with chains into blunt ends.
 
     Returns nodes (N, 3) positions (normalised frame), parent (N,) int (-1 for the root, which is
-    not necessarily index 0), tip (N,) bool for the added end points on the surface, and
+    not necessarily index 0), tip (N,) bool for the end points of those chains (on the surface), and
     on_plane (N,) bool for nodes on the mirror plane. With a symmetry axis, only the half on the
     positive side (and the plane) is kept.
     """
@@ -119,7 +119,7 @@ def _medial_tree(vol: Volume, axis: int | None) -> tuple[np.ndarray, np.ndarray,
     remap = -np.ones(len(nodes), np.int64)
     remap[keep] = np.arange(len(keep))
     nodes, parent = nodes[keep], np.where(parent[keep] >= 0, remap[np.maximum(parent[keep], 0)], -1)
-    nodes, parent, tip, radius = _add_tips(vol, nodes, parent, radius[keep])
+    radius = radius[keep]
     # Thin parts (at most two voxels thick) are whiskers the pruning removed on purpose.
     half = edt > 1.5
     if axis is not None:  # cover only the kept half (and the plane)
@@ -127,7 +127,7 @@ def _medial_tree(vol: Volume, axis: int | None) -> tuple[np.ndarray, np.ndarray,
         shape = [1, 1, 1]
         shape[axis] = -1
         half &= (coord >= -1.5 * vol.h).reshape(shape)
-    nodes, parent, tip, radius = _cover_blunt_ends(vol, half, nodes, parent, tip, radius)
+    nodes, parent, tip, radius = _cover_blunt_ends(vol, half, nodes, parent, radius)
     return nodes, parent, tip, plane(nodes, radius) if axis is not None else np.zeros(len(nodes), bool)
 
 
@@ -145,73 +145,25 @@ def _is_whisker(chain: list[int], nodes: np.ndarray, radius: np.ndarray, body: n
     return bool(thickness <= 1.01 * h and thickness <= WHISKER_THINNESS * body[junction])
 
 
-def _add_tips(
-    vol: Volume, nodes: np.ndarray, parent: np.ndarray, radius: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Extend every chain end along its last direction to where it leaves the solid, as a tip.
-
-    The medial axis stops about one radius short of a limb's end (a fist, a snout, a foot); the
-    tip restores the limb's length. Chain ends are the leaves, and the root when it has a single
-    child. Returns nodes, parent, tip (bool) and radius with the tips appended (parent = the end,
-    radius 0).
-    """
-    root = int(np.flatnonzero(parent < 0)[0])
-    nchild = _children(parent, np.ones(len(nodes), bool))
-    ends = [int(a) for a in np.flatnonzero(nchild == 0) if a != root]
-    if nchild[root] == 1:
-        ends.append(root)
-    first_child = {int(p): a for a, p in enumerate(parent) if p >= 0}
-    new_nodes, new_parent = [], []
-    for end in ends:
-        # Direction from a node a couple of radii back along the chain, which smooths voxel steps.
-        step = (lambda a: first_child.get(a, -1)) if end == root else (lambda a: int(parent[a]))
-        back = end
-        while step(back) >= 0 and np.linalg.norm(nodes[end] - nodes[back]) < max(2 * radius[end], 3 * vol.h):
-            back = step(back)
-        direction = nodes[end] - nodes[back]
-        norm = np.linalg.norm(direction)
-        if norm == 0:
-            continue
-        march = nodes[end] + np.arange(1, int(2 / vol.h))[:, None] * (0.5 * vol.h) * direction / norm
-        inside = vol.inside(march)
-        last = len(inside) - 1 if inside.all() else int(np.argmin(inside)) - 1
-        if last >= 0 and np.linalg.norm(march[last] - nodes[end]) >= MERGE_DISTANCE:
-            new_nodes.append(march[last])
-            new_parent.append(end)
-    tip = np.zeros(len(nodes) + len(new_nodes), bool)
-    tip[len(nodes) :] = True
-    return (
-        np.concatenate([nodes, np.array(new_nodes).reshape(-1, 3)]),
-        np.concatenate([parent, np.array(new_parent, np.int64)]),
-        tip,
-        np.concatenate([radius, np.zeros(len(new_nodes))]),
-    )
-
-
 def _cover_blunt_ends(
-    vol: Volume, region: np.ndarray, nodes: np.ndarray, parent: np.ndarray, tip: np.ndarray, radius: np.ndarray
+    vol: Volume, region: np.ndarray, nodes: np.ndarray, parent: np.ndarray, radius: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Reach into parts of the volume the skeleton misses: a blunt head or snout has no medial
     branch (thinning retracts from round ends), so a fish would have no joint in its head.
 
     region: (X, Y, Z) bool voxels to cover. A voxel is covered when it lies within a node's ball
-    (radius + 1.5 voxels) or near a tip bone. Each uncovered piece reaching deeper than
-    ``BLUNT_DEPTH`` gets a straight chain from the nearest node that sees its deepest voxel through
-    the solid, ending in a tip. Returns nodes, parent, tip and radius with the chains appended.
+    (radius + 1.5 voxels). Each uncovered piece reaching deeper than ``BLUNT_DEPTH`` gets a
+    straight chain from the nearest node that sees its deepest voxel through the solid, ending in
+    a tip. Returns nodes, parent, tip (bool, the chain ends) and radius with the chains appended.
     """
     h = vol.h
     idx = np.argwhere(region)
     pts = vol.position(idx)
-    # Tip bones are covered by samples along them with a small radius.
-    tips = np.flatnonzero(tip)
-    t = np.linspace(0, 1, 8)[None, :, None]
-    bone_pts = (nodes[parent[tips]][:, None] * (1 - t) + nodes[tips][:, None] * t).reshape(-1, 3)
-    centres = np.concatenate([nodes[~tip], bone_pts])
-    reach = np.concatenate([radius[~tip], np.full(len(bone_pts), 2 * h)]) + 1.5 * h
-    k = min(16, len(centres))
-    dist, near = cKDTree(centres).query(pts, k=k)
+    tip = np.zeros(len(nodes), bool)
+    k = min(16, len(nodes))
+    dist, near = cKDTree(nodes).query(pts, k=k)
     dist, near = dist.reshape(len(pts), k), near.reshape(len(pts), k)
-    depth = (dist - reach[near]).min(1)
+    depth = (dist - radius[near] - 1.5 * h).min(1)
     mask = np.zeros(region.shape, bool)
     mask[tuple(idx[depth > 0].T)] = True
     labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
@@ -219,15 +171,14 @@ def _cover_blunt_ends(
         return nodes, parent, tip, radius
     where = labels[tuple(idx.T)]
     deepest = ndimage.maximum_position(np.where(where > 0, depth, -1.0), where, np.arange(1, count + 1))
-    anchors = cKDTree(nodes[~tip])
-    anchor_ids = np.flatnonzero(~tip)
+    anchors = cKDTree(nodes)
     new_nodes, new_parent, new_tip = [], [], []
     for (i,) in deepest:
         if depth[i] < max(BLUNT_DEPTH, 3 * h):
             continue
         target = pts[i]
         # The nearest node whose straight line to the target stays in the solid.
-        for a in anchor_ids[np.atleast_1d(anchors.query(target, k=min(8, len(anchor_ids)))[1])]:
+        for a in np.atleast_1d(anchors.query(target, k=min(8, len(nodes)))[1]):
             length = np.linalg.norm(target - nodes[a])
             steps = max(int(length / h), 1)
             line = nodes[a] + (target - nodes[a]) * (np.arange(1, steps + 1) / steps)[:, None]
