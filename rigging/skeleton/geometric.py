@@ -55,7 +55,8 @@ def geometric_skeleton(mesh: Mesh, max_joints: int = 64, resolution: int = 96, s
     bound on the joint count (>= 1). resolution: voxels along the longest bounding-box side (the
     finest limb we resolve is about two voxels thick). symmetry: detect a bounding-box mid-plane of
     mirror symmetry and make the rig exactly symmetric about it (names ``.L``/``.R``).
-    Every joint deforms (``helper`` all False); the root sits in the torso.
+    The root sits in the torso. Every joint deforms except the end of each chain reaching into a
+    blunt part (``helper`` True): it only marks where the last bone ends.
     """
     if max_joints < 1:
         raise Mesh3DError(f"max_joints must be at least 1, got {max_joints}")
