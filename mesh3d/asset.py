@@ -42,7 +42,8 @@ class Mesh:
     vertices: (V, 3) float64 positions. faces: (F, 3) int64 vertex indices (F may be 0 for a point
     cloud). normals: optional (V, 3) unit vertex normals. colors: optional (V, 4) RGBA in [0, 1].
     uvs: optional (V, 2) texture coordinates. part_ids: optional (F,) int32 index of the source part
-    (primitive or object) each face came from.
+    (primitive or object) each face came from. texture: optional base-colour image (PNG or JPEG
+    bytes) looked up with ``uvs`` and multiplied by ``colors``.
     """
 
     vertices: np.ndarray
@@ -51,6 +52,7 @@ class Mesh:
     colors: Optional[np.ndarray] = None
     uvs: Optional[np.ndarray] = None
     part_ids: Optional[np.ndarray] = None
+    texture: Optional[bytes] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.vertices = np.asarray(self.vertices, dtype=np.float64).reshape(-1, 3)
@@ -71,6 +73,9 @@ class Mesh:
         if self.part_ids is not None:
             self.part_ids = np.asarray(self.part_ids, dtype=np.int32)
             _check(self.part_ids.shape == (len(self.faces),), "mesh part_ids must have one entry per face")
+        if self.texture is not None:
+            _check(self.uvs is not None, "a textured mesh needs uvs")
+            _check(image_mime_type(self.texture) is not None, "mesh texture must be PNG or JPEG bytes")
 
     @property
     def bounds(self) -> np.ndarray:
@@ -84,6 +89,15 @@ class Mesh:
         """Length of the bounding-box diagonal."""
         b = self.bounds
         return float(np.linalg.norm(b[1] - b[0]))
+
+
+def image_mime_type(data: bytes) -> Optional[str]:
+    """``image/png`` or ``image/jpeg`` from the file signature, else None."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    return None
 
 
 @dataclass

@@ -284,6 +284,28 @@ def _primitive_arrays(doc: _Doc, prim: dict, label: str) -> Optional[dict]:
     return attrs
 
 
+def _base_texture(doc: _Doc, prim: dict) -> Optional[int]:
+    """Image index of the primitive's base-colour texture, if any."""
+    if "material" not in prim:
+        return None
+    info = _get(doc, "materials", prim["material"], "a primitive").get("pbrMetallicRoughness", {}).get("baseColorTexture")
+    if info is None:
+        return None
+    return _get(doc, "textures", info.get("index"), "a material").get("source")
+
+
+def _image_bytes(doc: _Doc, index: int) -> Optional[bytes]:
+    image = _get(doc, "images", index, "a texture")
+    if "bufferView" in image:
+        view = _get(doc, "bufferViews", image["bufferView"], "an image")
+        buf = doc.buffers[_buffer_index(doc, view)]
+        off, length = int(view.get("byteOffset", 0)), int(view.get("byteLength", 0))
+        if off < 0 or off + length > len(buf):
+            raise GltfError(f"{doc.path.name}: image {index} lies outside its buffer")
+        return bytes(buf[off : off + length])
+    return _load_uri(image, doc.path) if "uri" in image else None
+
+
 def _base_color(doc: _Doc, prim: dict) -> np.ndarray:
     if "material" not in prim:
         return np.ones(4)
@@ -409,6 +431,7 @@ def _build_asset(doc: _Doc) -> Asset:
 
     # Meshes.
     blocks, faces, parts = [], [], []
+    textures: set = set()
     has = {"NORMAL": False, "TEXCOORD_0": False, "COLOR_0": False}
     cache: dict[tuple, tuple[int, int]] = {}  # primitives sharing attribute accessors share vertices
     vertex_count = 0
@@ -434,6 +457,7 @@ def _build_asset(doc: _Doc) -> Asset:
                 vertex_count += count
                 block = _vertex_block(doc, a, node, n, skin_bind, world, bind, joint_index, joint_ancestor, label, warnings)
                 block["color"] = block["color"] * _base_color(doc, prim)
+                textures.add(_base_texture(doc, prim))
                 block["start"] = start
                 for k in has:
                     has[k] |= k in a
@@ -452,6 +476,7 @@ def _build_asset(doc: _Doc) -> Asset:
         colors=np.clip(cat("color"), 0, 1) if (has["COLOR_0"] or any((b["color"] != 1).any() for b in blocks)) else None,
         uvs=cat("uv") if has["TEXCOORD_0"] else None,
         part_ids=np.concatenate(parts),
+        texture=_shared_texture(doc, textures, has["TEXCOORD_0"], warnings),
     )
     if not len(mesh.faces):
         raise GltfError(f"{name}: the mesh has no faces")
@@ -550,6 +575,22 @@ def _vertex_block(doc, a, node, n, skin_bind, world, bind, joint_index, joint_an
     if not np.isfinite(pos).all():
         raise GltfError(f"{label}: vertex positions contain NaN or infinity")
     return {"position": pos, "normal": nrm, "uv": uv, "color": color, "joints": joints, "weights": weights}
+
+
+def _shared_texture(doc: _Doc, textures: set, has_uvs: bool, warnings: list[str]) -> Optional[bytes]:
+    """The one base-colour image every primitive uses (an atlas), else None with a warning."""
+    from mesh3d.asset import image_mime_type
+
+    if textures == {None}:
+        return None
+    if len(textures) > 1 or not has_uvs:
+        warnings.append("base-colour textures differ between parts: textures were dropped, material colours kept")
+        return None
+    data = _image_bytes(doc, next(iter(textures)))
+    if data is None or image_mime_type(data) is None:
+        warnings.append("texture image is not embedded PNG or JPEG: it was dropped")
+        return None
+    return data
 
 
 def _armature_matrix(joint_nodes: list[int], parent: dict[int, int], world: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mesh3d import __version__
-from mesh3d.asset import Asset, Skeleton, forward_kinematics
+from mesh3d.asset import Asset, Skeleton, forward_kinematics, image_mime_type
 from mesh3d.geometry.transforms import matrix_to_trs
 from mesh3d.io.atomic import write_bytes_atomic
 
@@ -144,7 +144,8 @@ def glb_bytes(asset: Asset) -> bytes:
     if not primitives:  # a point cloud
         primitives.append({"attributes": attributes, "material": 0, "mode": 0})
 
-    material = {"name": "vertex_color" if mesh.colors is not None else "default", "pbrMetallicRoughness": {"metallicFactor": 0.0, "roughnessFactor": 0.8}, "doubleSided": True}
+    pbr = {"metallicFactor": 0.0, "roughnessFactor": 0.8}
+    material = {"name": "vertex_color" if mesh.colors is not None else "default", "pbrMetallicRoughness": pbr, "doubleSided": True}
     gltf: dict = {
         "asset": {"version": "2.0", "generator": f"mesh3d {__version__}"},
         "scene": 0,
@@ -153,6 +154,13 @@ def glb_bytes(asset: Asset) -> bytes:
         "meshes": [{"name": asset.name, "primitives": primitives}],
         "materials": [material],
     }
+    if mesh.texture is not None:
+        b.add(np.frombuffer(mesh.texture, np.uint8), "SCALAR", UINT8)
+        b.accessors.pop()  # images reference the buffer view directly, not an accessor
+        gltf["images"] = [{"bufferView": len(b.views) - 1, "mimeType": image_mime_type(mesh.texture)}]
+        gltf["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 10497, "wrapT": 10497}]
+        gltf["textures"] = [{"sampler": 0, "source": 0}]
+        pbr["baseColorTexture"] = {"index": 0}
     if rigged:
         _add_rig(asset, b, gltf)
     gltf["buffers"] = [{"byteLength": len(b.data)}]

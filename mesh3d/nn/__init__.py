@@ -1,0 +1,1 @@
+"""Shared learning core: the decoder (model), the shape encoder, the trainer and weights I/O."""
