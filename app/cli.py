@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from mesh3d import __version__
 from mesh3d.errors import Mesh3DError
@@ -36,8 +37,35 @@ def _cmd_convert(args) -> int:
 def _cmd_demo(args) -> int:
     from app.pipeline import demo
 
-    print(demo(args.output, seed=args.seed))
+    report = demo(args.output, seed=args.seed, progress=_progress_printer())
+    print(f"{report.joints} joints, motions {', '.join(report.motions)}", file=sys.stderr)
+    print(Path(args.output).resolve())
     return 0
+
+
+def _cmd_rig(args) -> int:
+    from app.pipeline import rig
+    from mesh3d.io.atomic import write_bytes_atomic
+
+    out = Path(args.output)
+    if args.format and out.suffix.lower() != f".{args.format}":
+        raise Mesh3DError(f"{out}: the output extension does not match --format {args.format}")
+    motions = [m for m in (args.motion or []) if m.lower() != "none"]
+    report = rig(args.input, out, skeleton=args.skeleton, skin=args.skin, motions=motions, up_axis=args.up, progress=_progress_printer())
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.report:
+        write_bytes_atomic(args.report, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    print(f"{out}: {report.joints} joints ({report.skeleton_method} skeleton, {report.skin_method} skin), "
+          f"{sum(report.timings.values()):.1f} s" + (f", motions {', '.join(report.motions)}" if report.motions else ""))
+    return 0
+
+
+def _progress_printer():
+    """A progress callback printing stage names to stderr when it is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda stage, fraction: print(f"  [{fraction:4.0%}] {stage}", file=sys.stderr)
 
 
 def _cmd_validate(args) -> int:
@@ -49,7 +77,32 @@ def _cmd_validate(args) -> int:
     return 0 if all(r["numErrors"] == 0 for r in reports) else 2
 
 
-BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip"}
+def _cmd_animate(args) -> int:
+    from app.pipeline import animate
+
+    report = animate(args.input, args.output, args.motion or [], motion_from=args.motion_from, mixamo_names=args.mixamo_names)
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{args.output}: {', '.join(report.motions)} (rig labelled as {report.notes.get('rig_kind', '?')})")
+    return 0
+
+
+def _cmd_motions(args) -> int:
+    from rigging.animate.motions import list_motions
+
+    for name, description in list_motions():
+        print(f"{name:12s} {description}")
+    return 0
+
+
+def _cmd_preview(args) -> int:
+    from rigging.animate.preview import preview
+
+    print(preview(args.file, args.output, animation=args.animation, size=args.size))
+    return 0
+
+
+BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip", "tokenizers": "mesh3d.tokenizers.bench"}
 
 
 def _cmd_bench(args) -> int:
@@ -81,9 +134,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("rig", help="give any mesh a skeleton and skin weights (and optionally motions); writes a rigged GLB or FBX")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--skeleton", default="auto", help="auto | geometric | learned | PATH.json (joints, parents, names in the mesh's coordinates)")
+    p.add_argument("--skin", default="auto", choices=["auto", "geometric", "learned"])
+    p.add_argument("--motion", action="append", help="a motion to add (repeatable; see `mesh3d motions`), or none")
+    p.add_argument("--format", choices=["glb", "fbx"], help="output format (must match the output's extension)")
+    p.add_argument("--report", help="write a JSON report (timings per stage, joint count, methods, warnings)")
+    p.add_argument("--up", default=None, type=str.upper, help=up_help)
+    p.set_defaults(func=_cmd_rig)
+
     p = sub.add_parser("validate", help="check GLB/glTF files with the Khronos glTF-Validator")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("animate", help="add named animations (motions, or a clip retargeted from another rig) to a rigged GLB")
+    p.add_argument("input", help="rigged GLB/glTF")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--motion", action="append", help="a motion from `mesh3d motions`; repeat for several")
+    p.add_argument("--motion-from", metavar="FILE.glb:CLIP", help="retarget clip CLIP of another rigged file onto this rig")
+    p.add_argument("--mixamo-names", action="store_true", help="rename a humanoid's joints to Mixamo names")
+    p.set_defaults(func=_cmd_animate)
+
+    p = sub.add_parser("motions", help="list the motions `mesh3d animate` can make")
+    p.set_defaults(func=_cmd_motions)
+
+    p = sub.add_parser("preview", help="render a PNG strip or GIF (turntable, or an animation) with the skeleton drawn over the mesh")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", required=True, help="preview.png or preview.gif")
+    p.add_argument("--animation", help="clip to show (default: the first, else a turntable)")
+    p.add_argument("--size", type=int, default=256, help="pixels per view (default 256)")
+    p.set_defaults(func=_cmd_preview)
+
     p = sub.add_parser("bench", help="run a benchmark or evaluation and print its figures", add_help=False)
     p.add_argument("name", choices=sorted(BENCHMARKS))
     p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own options (see `mesh3d bench NAME --help`)")
