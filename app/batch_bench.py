@@ -1,0 +1,72 @@
+"""Batch throughput on the shared rigs: ``mesh3d bench batch`` (or ``python -m app.batch_bench``).
+
+Runs the same batch (all shared rigs, task ``convert`` by default) with 1 and with 2 local workers
+into fresh output folders and prints files/min, the speed-up between them and the peak memory of a
+worker (its resident set, shared library pages included). The worker server's one-time start
+(importing torch and the pipeline) is timed separately and left out of the throughput; starting each
+run's workers, and their first-call costs, are included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from app.batch import run_batch
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="mesh3d bench batch", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="worker counts to compare (default 1 2)")
+    ap.add_argument("--task", default="convert")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N rigs")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = ap.parse_args(argv)
+
+    from data_prep.corpus import records
+
+    rigs = records("rig")[: args.limit]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mesh3d-batch-bench-") as tmp:
+        tmp = Path(tmp)
+        in_dir = tmp / "in"
+        for r in rigs:  # links, not copies: the corpus stays where it is
+            (in_dir / r.file).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(r.path, in_dir / r.file)
+        # Start the worker server once, on one file, outside the measured runs.
+        (tmp / "warm_in").mkdir()
+        os.symlink(rigs[0].path, tmp / "warm_in" / rigs[0].path.name)
+        t = time.perf_counter()
+        run_batch(tmp / "warm_in", tmp / "warm_out", args.task, jobs=1, progress=False)
+        startup = time.perf_counter() - t
+        for n in args.jobs:
+            s = run_batch(in_dir, tmp / f"out{n}", args.task, jobs=n, progress=False)
+            ok = [r for r in s.records if r["status"] == "ok"]
+            rows.append({
+                "jobs": n,
+                "files": s.inputs,
+                "ok": s.ok,
+                "failed": s.failed,
+                "seconds": s.seconds,
+                "files_per_min": round(s.ok / s.seconds * 60, 1),
+                "worker_peak_rss_mb": max((r["worker_peak_rss_mb"] for r in ok), default=0.0),
+            })
+    base = rows[0]["files_per_min"]
+    for row in rows:
+        row["speedup"] = round(row["files_per_min"] / base, 2)
+    if args.json:
+        print(json.dumps({"task": args.task, "server_start_s": round(startup, 2), "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0], "rows": rows}, indent=2))
+        return 0
+    print(f"batch {args.task} on {len(rigs)} shared rigs; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; worker server start {startup:.1f} s (not counted)")
+    print(f"{'jobs':>4} {'files':>5} {'failed':>6} {'seconds':>8} {'files/min':>9} {'speedup':>7} {'worker peak RSS MB':>18}")
+    for r in rows:
+        print(f"{r['jobs']:>4} {r['files']:>5} {r['failed']:>6} {r['seconds']:>8.1f} {r['files_per_min']:>9.1f} {r['speedup']:>6.2f}x {r['worker_peak_rss_mb']:>18.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
