@@ -337,6 +337,7 @@ def _worker_loop(conn, max_memory: Optional[int]) -> None:
 
 def _run_job(job: Job, max_memory: Optional[int]) -> dict:
     tmp = temporary_output(Path(job.dst))
+    cpu = _cpu_seconds()
     try:
         report = job.task.resolve()(job.src, tmp, **job.options)
         # Hashed after the task, which has checked that it is a regular file (a FIFO would block).
@@ -348,8 +349,14 @@ def _run_job(job: Job, max_memory: Optional[int]) -> dict:
         result = {"status": "failed", "error": f"{shown(job.src)}: ran out of memory{cap}"}
     except Exception as e:  # a bug in a step: this input fails, the batch goes on
         result = {"status": "failed", "error": f"internal error: {type(e).__name__}: {e}"}
+    result["cpu_seconds"] = round(_cpu_seconds() - cpu, 4)
     result["worker_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
+
+
+def _cpu_seconds() -> float:
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,7 +561,7 @@ def _run(results, todo: list[Job], record, summary: Summary, ohash: str, fmt: st
             else:
                 rec["error"] = res["error"]
                 summary.failed += 1
-            rec.update(seconds=res["seconds"], worker_peak_rss_mb=res.get("worker_peak_rss_mb"), mesh3d=__version__)
+            rec.update({k: res.get(k) for k in ("seconds", "cpu_seconds", "worker_peak_rss_mb")}, mesh3d=__version__)
             record(rec)
             if res["status"] == "ok":
                 os.replace(temporary_output(Path(job.dst)), job.dst)

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                 "failed": s.failed,
                 "seconds": s.seconds,
                 "files_per_min": round(s.ok / s.seconds * 60, 1),
+                # CPU the machine gave the workers, in cores: below ``jobs`` when others compete.
+                "cores_used": round(sum(r["cpu_seconds"] for r in ok) / s.seconds, 2),
                 "worker_peak_rss_mb": max((r["worker_peak_rss_mb"] for r in ok), default=0.0),
             })
     base = rows[0]["files_per_min"]
@@ -62,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"task": args.task, "server_start_s": round(startup, 2), "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0], "rows": rows}, indent=2))
         return 0
     print(f"batch {args.task} on {len(rigs)} shared rigs; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; worker server start {startup:.1f} s (not counted)")
-    print(f"{'jobs':>4} {'files':>5} {'failed':>6} {'seconds':>8} {'files/min':>9} {'speedup':>7} {'worker peak RSS MB':>18}")
+    print(f"{'jobs':>4} {'files':>5} {'failed':>6} {'seconds':>8} {'files/min':>9} {'speedup':>7} {'cores used':>10} {'worker peak RSS MB':>18}")
     for r in rows:
-        print(f"{r['jobs']:>4} {r['files']:>5} {r['failed']:>6} {r['seconds']:>8.1f} {r['files_per_min']:>9.1f} {r['speedup']:>6.2f}x {r['worker_peak_rss_mb']:>18.0f}")
+        print(f"{r['jobs']:>4} {r['files']:>5} {r['failed']:>6} {r['seconds']:>8.1f} {r['files_per_min']:>9.1f} {r['speedup']:>6.2f}x "
+              f"{r['cores_used']:>10.2f} {r['worker_peak_rss_mb']:>18.0f}")
     return 0
 
 
