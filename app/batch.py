@@ -39,6 +39,7 @@ import queue
 import resource
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -300,6 +301,12 @@ class Worker:
         result["seconds"] = round(time.perf_counter() - t, 4)
         return result
 
+    def kill(self) -> None:
+        """Kill the process from another thread; the thread in :meth:`run` then cleans up."""
+        proc = self.proc
+        if proc is not None:
+            proc.kill()
+
     def stop(self) -> None:
         """End the process (killed: it may be stuck in a hanging input)."""
         if self.proc is not None:
@@ -319,7 +326,7 @@ def _death_message(exitcode: Optional[int], max_memory: Optional[int]) -> str:
 
 def _worker_loop(conn, max_memory: Optional[int]) -> None:
     """Body of a worker process: set limits, then run jobs until the main process hangs up."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: die quietly, the main process reports
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process, which kills us
     if sys.platform == "linux":  # die with the forkserver, which dies with the main process
         import ctypes
 
@@ -364,28 +371,35 @@ def _cpu_seconds() -> float:
 
 
 def run_local(jobs: list[Job], n: int, max_memory: Optional[int]) -> Iterator[tuple[Job, dict]]:
-    """Run ``jobs`` on ``n`` worker processes; yields ``(job, result)`` as they finish."""
-    slots = queue.Queue()
-    for _ in range(n):
-        slots.put(Worker(max_memory))
+    """Run ``jobs`` on ``n`` worker processes; yields ``(job, result)`` as they finish. Closing the
+    iterator early (Ctrl-C in the main process) kills the workers and returns at once."""
+    workers = [Worker(max_memory) for _ in range(n)]
+    idle: queue.Queue = queue.Queue()
+    for w in workers:
+        idle.put(w)
+    stopping = threading.Event()
 
     def run(job: Job) -> dict:
-        worker = slots.get()
+        worker = idle.get()
         try:
-            return worker.run(job)
+            return {"status": "failed", "error": "batch stopped"} if stopping.is_set() else worker.run(job)
         finally:
-            slots.put(worker)
+            idle.put(worker)
 
-    with ThreadPoolExecutor(n) as pool:
-        futures = {pool.submit(run, j): j for j in jobs}
-        try:
-            for f in as_completed(futures):
-                yield futures[f], f.result()
-        finally:
-            for f in futures:
-                f.cancel()
-    while not slots.empty():
-        slots.get().stop()
+    pool = ThreadPoolExecutor(n)
+    futures = {pool.submit(run, j): j for j in jobs}
+    try:
+        for f in as_completed(futures):
+            yield futures[f], f.result()
+    finally:
+        stopping.set()
+        for f in futures:
+            f.cancel()
+        for w in workers:  # a job in progress ends: its thread sees the worker die
+            w.kill()
+        pool.shutdown(wait=True)
+        for w in workers:
+            w.stop()
 
 
 _ray_worker: Optional[Worker] = None  # one per Ray worker process, kept warm across its tasks
@@ -568,6 +582,7 @@ def _run(results, todo: list[Job], record, summary: Summary, ohash: str, fmt: st
             bar.update(1)
             bar.set_postfix(ok=summary.ok, failed=summary.failed, refresh=False)
     finally:
+        results.close()  # stops the workers now, also when interrupted
         bar.close()
 
 

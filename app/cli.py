@@ -39,11 +39,15 @@ def _cmd_batch(args) -> int:
     given = {"up_axis": args.up, "skeleton": args.skeleton, "skin": args.skin}
     if args.motions is not None:
         given["motions"] = tuple(m for m in args.motions.split(",") if m)
-    summary = run_batch(
-        args.in_dir, args.out_dir, args.task, {k: v for k, v in given.items() if v is not None}, fmt=args.format,
-        jobs=args.jobs, timeout=args.timeout, max_memory=args.max_memory, report=args.report,
-        overwrite=args.overwrite, ray=args.ray,
-    )
+    try:
+        summary = run_batch(
+            args.in_dir, args.out_dir, args.task, {k: v for k, v in given.items() if v is not None}, fmt=args.format,
+            jobs=args.jobs, timeout=args.timeout, max_memory=args.max_memory, report=args.report,
+            overwrite=args.overwrite, ray=args.ray,
+        )
+    except KeyboardInterrupt:
+        print("mesh3d batch: stopped; run the same command again to resume", file=sys.stderr)
+        raise
     for r in summary.records:
         if r["status"] == "failed":
             print(f"failed: {r['error']}", file=sys.stderr)
