@@ -430,7 +430,12 @@ def run_ray(jobs: list[Job], address: str, max_memory: Optional[int]) -> Iterato
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                yield pending.pop(ref), ray.get(ref)
+                job = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as e:  # Ray lost the task (node or Ray worker died): this input fails
+                    result = {"status": "failed", "error": f"Ray task failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+                yield job, result
     finally:
         if started:
             ray.shutdown()
@@ -532,18 +537,17 @@ def run_batch(
                 record({"status": "skipped", "input": str(path), "error": reason})
         for src in inputs:
             dst = outputs[src]
-            base = {"input": str(src), "output": str(dst), "task": task.name, "options": opts, "format": fmt, "options_hash": ohash}
             prev = last.get(str(src))
             if not overwrite and _is_done(prev, ohash, src, dst):
                 summary.already_done += 1
                 continue
             error = None
-            if str(dst) in input_set or dst == report_path:
+            if str(dst) in input_set:
                 error = f"{shown(dst)}: output would replace an input of this batch; choose another OUT_DIR"
             elif dst.exists() and str(dst) not in claimed and not overwrite:
                 error = f"{shown(dst)}: exists and was not written by this batch; use --overwrite to replace it"
             if error:
-                record({**base, "status": "failed", "error": error})
+                record({"status": "failed", **_base_record(Job(str(src), str(dst), task, opts), fmt, ohash), "error": error})
                 summary.failed += 1
                 continue
             remove_temporaries(dst)  # leftovers of a killed run
@@ -565,8 +569,7 @@ def _run(results, todo: list[Job], record, summary: Summary, ohash: str, fmt: st
     bar = tqdm(total=len(todo), unit="file", file=sys.stderr, disable=not progress or not todo, mininterval=0.5, dynamic_ncols=True)
     try:
         for job, res in results:
-            rec = {"status": res["status"], "input": job.src, "output": job.dst, "task": job.task.name, "options": job.options,
-                   "format": fmt, "options_hash": ohash}
+            rec = {"status": res["status"], **_base_record(job, fmt, ohash)}
             if res["status"] == "ok":
                 rep = res["report"]
                 rec.update(sha256=res["sha256"], input_sha256=res["input_sha256"])
@@ -584,6 +587,10 @@ def _run(results, todo: list[Job], record, summary: Summary, ohash: str, fmt: st
     finally:
         results.close()  # stops the workers now, also when interrupted
         bar.close()
+
+
+def _base_record(job: Job, fmt: str, ohash: str) -> dict:
+    return {"input": job.src, "output": job.dst, "task": job.task.name, "options": job.options, "format": fmt, "options_hash": ohash}
 
 
 def _is_done(prev: Optional[dict], ohash: str, src: Path, dst: Path) -> bool:

@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skeleton", default=None, help="rig/animate: skeleton method")
     p.add_argument("--skin", default=None, help="rig/animate: skinning method")
     p.add_argument("--motions", default=None, help="rig/animate: comma-separated motion names")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU cores)")
+    p.add_argument("--jobs", type=int, default=None, help="local worker processes (default: CPU cores; with --ray, Ray schedules one CPU per input)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per input before it is stopped and reported (0: none; default 600)")
     p.add_argument("--max-memory", type=float, default=None, metavar="GIB", help="address-space cap per worker in GiB (default: RAM / jobs; 0: none)")
     p.add_argument("--report", default=None, help="JSON-lines report (default OUT_DIR/batch-report.jsonl); resuming reads it")
