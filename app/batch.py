@@ -81,6 +81,14 @@ TASKS = {
 }
 
 
+FLAGS = {"up_axis": "--up", "motions": "--motion"}  # command-line flags whose name is not the option's
+
+
+def flag(option: str) -> str:
+    """The ``mesh3d batch`` flag that sets a task option."""
+    return FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
 def task_options(task: Task, given: dict) -> dict:
     """All options of ``task`` (defaults filled in) after checking ``given`` against its function.
 
@@ -91,8 +99,10 @@ def task_options(task: Task, given: dict) -> dict:
     names = [n for n in list(params)[2:] if n != "progress"]  # after (src, dst)
     for k in given:
         if k not in names:
-            flag = "--up" if k == "up_axis" else f"--{k.replace('_', '-')}"
-            raise Mesh3DError(f"{flag} does not apply to task {task.name} (its options: {', '.join(names) or 'none'})")
+            raise Mesh3DError(f"{flag(k)} does not apply to task {task.name} (it takes {', '.join(map(flag, names)) or 'no options'})")
+    for n in names:
+        if params[n].default is inspect.Parameter.empty and n not in given:
+            raise Mesh3DError(f"task {task.name} needs {flag(n)}")
     options = {n: params[n].default for n in names if params[n].default is not inspect.Parameter.empty}
     options.update(given)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}  # JSON-shaped

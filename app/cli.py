@@ -36,9 +36,8 @@ def _cmd_convert(args) -> int:
 def _cmd_batch(args) -> int:
     from app.batch import run_batch
 
-    given = {"up_axis": args.up, "skeleton": args.skeleton, "skin": args.skin}
-    if args.motions is not None:
-        given["motions"] = tuple(m for m in args.motions.split(",") if m)
+    given = {"up_axis": args.up, "skeleton": args.skeleton, "skin": args.skin, "motions": args.motion,
+             "motion_from": args.motion_from, "mixamo_names": args.mixamo_names or None}
     try:
         summary = run_batch(
             args.in_dir, args.out_dir, args.task, {k: v for k, v in given.items() if v is not None}, fmt=args.format,
@@ -104,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="convert", choices=["convert", "rig", "animate", "remesh", "generate"])
     p.add_argument("--format", default=None, help="output format, e.g. glb, obj, fbx (default glb)")
     p.add_argument("--up", default=None, type=str.upper, help=up_help)
-    p.add_argument("--skeleton", default=None, help="rig/animate: skeleton method")
-    p.add_argument("--skin", default=None, help="rig/animate: skinning method")
-    p.add_argument("--motions", default=None, help="rig/animate: comma-separated motion names")
+    p.add_argument("--skeleton", default=None, help="rig: skeleton method")
+    p.add_argument("--skin", default=None, help="rig: skinning method")
+    p.add_argument("--motion", action="append", help="rig/animate: a motion from `mesh3d motions`; repeat for several")
+    p.add_argument("--motion-from", metavar="FILE.glb:CLIP", help="animate: retarget clip CLIP of another rigged file onto each input")
+    p.add_argument("--mixamo-names", action="store_true", help="animate: rename a humanoid's joints to Mixamo names")
     p.add_argument("--jobs", type=int, default=None, help="local worker processes (default: CPU cores; with --ray, Ray schedules one CPU per input)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per input before it is stopped and reported (0: none; default 600)")
     p.add_argument("--max-memory", type=float, default=None, metavar="GIB", help="address-space cap per worker in GiB (default: RAM / jobs; 0: none)")
