@@ -10,9 +10,10 @@ How a batch stays robust:
   pipeline once (so a fork costs milliseconds, not the seconds of importing torch). A crash, a hang
   (killed after ``timeout`` seconds) or a memory blow-up (``RLIMIT_AS`` cap per process) fails that
   input only.
-- Atomic outputs, report first. The worker writes a hidden temporary file beside the output; the
-  main process appends the input's record to the report (flush + fsync) and only then renames the
-  temporary file over the output. So an existing output whose checksum matches an ``ok`` record is
+- Atomic outputs, report first. The worker writes the output under its own name in the hidden
+  folder ``OUT_DIR/.mesh3d-batch-tmp`` (removed when a run ends or starts); the main process
+  appends the input's record to the report (flush + fsync) and only then renames that file over
+  the output. So an existing output whose checksum matches an ``ok`` record is
   complete, and an output that no record claims was not written by a batch.
 - Resume. On start the report is read (a line torn by ``kill -9`` is cut off). An input is skipped
   when its last record is ``ok`` with the same options hash and input checksum and its output
@@ -28,7 +29,6 @@ Tasks are pipeline functions ``fn(src, dst, **options, progress=None) -> Report`
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import importlib
 import inspect
@@ -37,6 +37,7 @@ import multiprocessing
 import os
 import queue
 import resource
+import shutil
 import signal
 import sys
 import threading
@@ -188,20 +189,7 @@ def output_paths(inputs: list[Path], in_dir: Path, out_dir: Path, fmt: str) -> d
     return {p: plain[p] if count[plain[p]] == 1 else out_dir / rel[p].parent / (rel[p].name + fmt) for p in inputs}
 
 
-def temporary_output(dst: Path) -> Path:
-    """The hidden file beside ``dst`` a worker writes before the report and the rename."""
-    return dst.with_name(f".{dst.stem}.batch-tmp{dst.suffix}")
-
-
-def remove_temporaries(dst: Path) -> None:
-    """Remove what a killed worker may have left for ``dst``: the temporary output and the
-    ``.part`` files of :func:`mesh3d.io.atomic.atomic_path`."""
-    tmp = temporary_output(dst)
-    for p in [tmp, *tmp.parent.glob(glob.escape(f".{tmp.name}.") + "*.part")]:
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
+TMP_DIR = ".mesh3d-batch-tmp"  # under OUT_DIR: outputs in progress, with their final names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +243,7 @@ class Job:
 
     src: str
     dst: str
+    tmp: str  # where the worker writes; renamed to dst once the report holds the record
     task: Task
     options: dict
     timeout: Optional[float] = None
@@ -285,7 +274,7 @@ class Worker:
 
     def run(self, job: Job) -> dict:
         """Run ``job``; returns ``{"status": "ok"|"failed", ...}`` and never raises. The output goes
-        to :func:`temporary_output`; on failure nothing is left behind."""
+        to ``job.tmp``."""
         if self.proc is None:
             ctx = _context()
             self.conn, child = ctx.Pipe()
@@ -307,7 +296,6 @@ class Worker:
             result = {"status": "failed", "error": _death_message(self.exitcode, self.max_memory)}
         if result["status"] != "ok":
             self.stop()
-            remove_temporaries(Path(job.dst))
         result["seconds"] = round(time.perf_counter() - t, 4)
         return result
 
@@ -353,12 +341,11 @@ def _worker_loop(conn, max_memory: Optional[int]) -> None:
 
 
 def _run_job(job: Job, max_memory: Optional[int]) -> dict:
-    tmp = temporary_output(Path(job.dst))
     cpu = _cpu_seconds()
     try:
-        report = job.task.resolve()(job.src, tmp, **job.options)
+        report = job.task.resolve()(job.src, job.tmp, **job.options)
         # Hashed after the task, which has checked that it is a regular file (a FIFO would block).
-        result = {"status": "ok", "report": report.to_dict(), "sha256": sha256_file(tmp), "input_sha256": sha256_file(job.src)}
+        result = {"status": "ok", "report": report.to_dict(), "sha256": sha256_file(job.tmp), "input_sha256": sha256_file(job.src)}
     except Mesh3DError as e:
         result = {"status": "failed", "error": str(e)}
     except MemoryError:
@@ -532,6 +519,8 @@ def run_batch(
     claimed = {r["output"] for r in previous if r.get("status") == "ok" and r.get("output")}
     input_set = {str(p) for p in inputs}
 
+    tmp_root = out_dir / TMP_DIR
+    shutil.rmtree(tmp_root, ignore_errors=True)  # what a killed run left
     summary = Summary(inputs=len(inputs), unsupported=len(skipped), report=str(report_path))
     writer = ReportWriter(report_path)
     todo: list[Job] = []
@@ -557,17 +546,17 @@ def run_batch(
             elif dst.exists() and str(dst) not in claimed and not overwrite:
                 error = f"{shown(dst)}: exists and was not written by this batch; use --overwrite to replace it"
             if error:
-                record({"status": "failed", **_base_record(Job(str(src), str(dst), task, opts), fmt, ohash), "error": error})
+                record({"status": "failed", **_base_record(Job(str(src), str(dst), "", task, opts), fmt, ohash), "error": error})
                 summary.failed += 1
                 continue
-            remove_temporaries(dst)  # leftovers of a killed run
-            todo.append(Job(str(src), str(dst), task, opts, timeout))
+            todo.append(Job(str(src), str(dst), str(tmp_root / dst.relative_to(out_dir)), task, opts, timeout))
         # Largest first: the long files start early instead of ending the batch on one busy worker.
         todo.sort(key=lambda j: -_size(j.src))
         results = run_ray(todo, ray, cap) if ray else run_local(todo, jobs, cap)
         _run(results, todo, record, summary, ohash, fmt, progress)
     finally:
         writer.close()
+        shutil.rmtree(tmp_root, ignore_errors=True)
     summary.seconds = round(time.perf_counter() - t0, 3)
     return summary
 
@@ -591,7 +580,8 @@ def _run(results, todo: list[Job], record, summary: Summary, ohash: str, fmt: st
             rec.update({k: res.get(k) for k in ("seconds", "cpu_seconds", "worker_peak_rss_mb")}, mesh3d=__version__)
             record(rec)
             if res["status"] == "ok":
-                os.replace(temporary_output(Path(job.dst)), job.dst)
+                Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(job.tmp, job.dst)
             bar.update(1)
             bar.set_postfix(ok=summary.ok, failed=summary.failed, refresh=False)
     finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.batch import Task, read_report, run_batch, temporary_output
+from app.batch import Task, read_report, run_batch
 from app.cli import main
 from mesh3d.errors import Mesh3DError
 from mesh3d.io import load
