@@ -6,15 +6,15 @@ report; the last record of an input is its state.
 
 How a batch stays robust:
 
-- Isolation. Every input runs in its own process, forked from a server process that imported the
-  pipeline once (so a fork costs milliseconds, not the seconds of importing torch). A crash, a hang
-  (killed after ``timeout`` seconds) or a memory blow-up (``RLIMIT_AS`` cap per process) fails that
-  input only.
+- Isolation. Inputs run in worker processes forked from a server process that imported the
+  pipeline once (a fork costs milliseconds, not the seconds of importing torch). A crash, a hang
+  (killed after ``timeout`` seconds) or a memory blow-up (``RLIMIT_AS`` cap per worker) fails that
+  input only, and its worker is replaced by a fresh one.
 - Atomic outputs, report first. The worker writes the output under its own name in the hidden
   folder ``OUT_DIR/.mesh3d-batch-tmp`` (removed when a run ends or starts); the main process
   appends the input's record to the report (flush + fsync) and only then renames that file over
-  the output. So an existing output whose checksum matches an ``ok`` record is
-  complete, and an output that no record claims was not written by a batch.
+  the output. So an existing output whose checksum matches an ``ok`` record is complete, and an
+  output that no record claims was not written by a batch (it is only replaced with --overwrite).
 - Resume. On start the report is read (a line torn by ``kill -9`` is cut off). An input is skipped
   when its last record is ``ok`` with the same options hash and input checksum and its output
   exists with the recorded checksum; everything else runs again. Outputs are deterministic, so a
