@@ -500,7 +500,7 @@ def run_batch(
         raise Mesh3DError(f"task {task.name} cannot write {fmt}; it writes {', '.join(task.formats)}")
     opts = task_options(task, options or {})
     ohash = options_hash(task, opts, fmt)
-    jobs = jobs or len(os.sched_getaffinity(0))
+    jobs = jobs or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     timeout = timeout or None
     cap = default_memory_cap(jobs) if max_memory is None else int(max_memory * GIB) or None
 
