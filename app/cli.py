@@ -70,7 +70,7 @@ def _cmd_validate(args) -> int:
     return 0 if all(r["numErrors"] == 0 for r in reports) else 2
 
 
-BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip", "batch": "app.batch_bench"}
+BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip", "tokenizers": "mesh3d.tokenizers.bench", "batch": "app.batch_bench"}
 
 
 def _cmd_bench(args) -> int:
