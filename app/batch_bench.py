@@ -5,6 +5,10 @@ into fresh output folders and prints files/min, the speed-up between them and th
 worker (its resident set, shared library pages included). The worker server's one-time start
 (importing torch and the pipeline) is timed separately and left out of the throughput; starting each
 run's workers, and their first-call costs, are included.
+
+On a shared machine the speed-up is capped by the CPU others leave: before each run the same number
+of busy loops measures the cores free, and their ratio is printed as the machine's own speed-up,
+the ceiling for the batch's at that time.
 """
 
 from __future__ import annotations
@@ -12,11 +16,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
 
-from app.batch import run_batch
+from app.batch import _context, run_batch
+
+
+def _spin(seconds: float) -> float:
+    """Busy-loop for ``seconds`` of wall time; returns the CPU seconds this process got."""
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        pass
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def cores_obtained(n: int, seconds: float = 2.0) -> float:
+    """Cores that ``n`` busy processes get together right now: ``n`` on an idle machine, less when
+    other work competes (the ceiling for any speed-up measured at the same time)."""
+    with _context().Pool(n) as pool:
+        return sum(pool.map(_spin, [seconds] * n)) / seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         run_batch(tmp / "warm_in", tmp / "warm_out", args.task, jobs=1, progress=False)
         startup = time.perf_counter() - t
         for n in args.jobs:
+            cores = cores_obtained(n)
             s = run_batch(in_dir, tmp / f"out{n}", args.task, jobs=n, progress=False)
             ok = [r for r in s.records if r["status"] == "ok"]
             rows.append({
@@ -55,19 +77,24 @@ def main(argv: list[str] | None = None) -> int:
                 "files_per_min": round(s.ok / s.seconds * 60, 1),
                 # CPU the machine gave the workers, in cores: below ``jobs`` when others compete.
                 "cores_used": round(sum(r["cpu_seconds"] for r in ok) / s.seconds, 2),
+                "cores_free": round(cores, 2),  # what n busy loops got just before
                 "worker_peak_rss_mb": max((r["worker_peak_rss_mb"] for r in ok), default=0.0),
             })
     base = rows[0]["files_per_min"]
     for row in rows:
         row["speedup"] = round(row["files_per_min"] / base, 2)
+        row["machine_speedup"] = round(row["cores_free"] / rows[0]["cores_free"], 2)  # the ceiling
     if args.json:
         print(json.dumps({"task": args.task, "server_start_s": round(startup, 2), "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0], "rows": rows}, indent=2))
         return 0
     print(f"batch {args.task} on {len(rigs)} shared rigs; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; worker server start {startup:.1f} s (not counted)")
-    print(f"{'jobs':>4} {'files':>5} {'failed':>6} {'seconds':>8} {'files/min':>9} {'speedup':>7} {'cores used':>10} {'worker peak RSS MB':>18}")
+    print(f"{'jobs':>4} {'files':>5} {'failed':>6} {'seconds':>8} {'files/min':>9} {'speedup':>7} {'cores used':>10} "
+          f"{'cores free':>10} {'machine speedup':>15} {'worker peak RSS MB':>18}")
     for r in rows:
         print(f"{r['jobs']:>4} {r['files']:>5} {r['failed']:>6} {r['seconds']:>8.1f} {r['files_per_min']:>9.1f} {r['speedup']:>6.2f}x "
-              f"{r['cores_used']:>10.2f} {r['worker_peak_rss_mb']:>18.0f}")
+              f"{r['cores_used']:>10.2f} {r['cores_free']:>10.2f} {r['machine_speedup']:>14.2f}x {r['worker_peak_rss_mb']:>18.0f}")
+    print("cores used: CPU the workers got during the run; cores free: what as many busy loops got just before it;\n"
+          "machine speedup: the ceiling for 'speedup' on this machine at this time (2.00x when idle)")
     return 0
 
 
