@@ -231,3 +231,26 @@ def test_ray_local(small_rigs, tmp_path):
     assert (on_ray.ok, on_ray.failed) == (local.ok, local.failed) == (3, 1)
     strip = lambda d: {k: v for k, v in d.items() if not k.endswith(b".jsonl")}  # noqa: E731
     assert strip(tree_digest(tmp_path / "ray")) == strip(tree_digest(tmp_path / "local"))
+
+
+def test_animate_task_and_changed_options(rig_records, tmp_path):
+    """A second real task plugs in by name: ``animate`` on two small shared rigs; a run with other
+    options redoes every input and replaces the outputs it wrote, the same options skip them."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for r in rig_records:
+        if r.file in ("fish_pack/Whale.glb", "platformer_game_pack/Lever.glb"):
+            os.symlink(r.path, src / r.path.name)
+    out = tmp_path / "out"
+    with pytest.raises(Mesh3DError, match="task animate needs --motion"):
+        run_batch(src, out, "animate")
+    s = run_batch(src, out, "animate", {"motions": ["idle"]}, jobs=2, progress=False)
+    assert (s.ok, s.failed) == (2, 0), s.records
+    assert all(r["motions"] == ["idle"] for r in s.records)
+    for r in s.records:
+        assert "idle" in [a.name for a in load(r["output"]).animations]
+    assert run_batch(src, out, "animate", {"motions": ["idle"]}, progress=False).already_done == 2
+    s = run_batch(src, out, "animate", {"motions": ["wave"]}, jobs=2, progress=False)
+    assert (s.ok, s.already_done, s.failed) == (2, 0, 0)
+    for r in s.records:
+        assert "wave" in [a.name for a in load(r["output"]).animations]
