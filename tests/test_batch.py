@@ -254,3 +254,25 @@ def test_animate_task_and_changed_options(rig_records, tmp_path):
     assert (s.ok, s.already_done, s.failed) == (2, 0, 0)
     for r in s.records:
         assert "wave" in [a.name for a in load(r["output"]).animations]
+
+
+def test_rig_task(static_records, tmp_path, capsys):
+    """``--task rig`` on small shared statics: each output has a skeleton and skin, the report has
+    the rig's stages and counts, and a second run (other worker count) gives the same bytes."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for r in static_records:
+        if r.file in ("survival_pack/WoodLog.glb", "modular_dungeon_pack/ModularFloor.glb"):
+            os.symlink(r.path, src / r.path.name)
+    assert main(["batch", str(src), str(tmp_path / "a"), "--task", "rig", "--skeleton", "geometric", "--jobs", "2"]) == 0
+    assert "2 done now" in capsys.readouterr().out
+    recs = read_report(tmp_path / "a" / "batch-report.jsonl")
+    for rec in recs:
+        asset = load(rec["output"])
+        assert asset.skeleton is not None and asset.skin is not None
+        assert rec["joints"] == len(asset.skeleton) > 0 and rec["skeleton_method"] == rec["skin_method"] == "geometric"
+        assert set(rec["timings"]) == {"load", "skeleton", "skin", "export"}
+    s = run_batch(src, tmp_path / "b", "rig", {"skeleton": "geometric"}, jobs=1, report=tmp_path / "b.jsonl", progress=False)
+    assert s.ok == 2
+    strip = lambda d: {k: v for k, v in d.items() if not k.endswith(b".jsonl")}  # noqa: E731
+    assert strip(tree_digest(tmp_path / "a")) == tree_digest(tmp_path / "b")
