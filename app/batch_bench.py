@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 # CPU the machine gave the workers, in cores: below ``jobs`` when others compete.
                 "cores_used": round(sum(r["cpu_seconds"] for r in ok) / s.seconds, 2),
                 "cores_free": round(cores, 2),  # what n busy loops got just before
+                # Share of the run each worker had an input in hand: 1.0 = the batch never let one idle.
+                "busy": round(sum(r["seconds"] for r in s.records if "seconds" in r) / (s.seconds * n), 2),
                 "worker_peak_rss_mb": max((r["worker_peak_rss_mb"] for r in ok), default=0.0),
             })
     base = rows[0]["files_per_min"]
@@ -89,12 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"batch {args.task} on {len(rigs)} shared rigs; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; worker server start {startup:.1f} s (not counted)")
     print(f"{'jobs':>4} {'files':>5} {'failed':>6} {'seconds':>8} {'files/min':>9} {'speedup':>7} {'cores used':>10} "
-          f"{'cores free':>10} {'machine speedup':>15} {'worker peak RSS MB':>18}")
+          f"{'cores free':>10} {'machine speedup':>15} {'busy':>5} {'worker peak RSS MB':>18}")
     for r in rows:
         print(f"{r['jobs']:>4} {r['files']:>5} {r['failed']:>6} {r['seconds']:>8.1f} {r['files_per_min']:>9.1f} {r['speedup']:>6.2f}x "
-              f"{r['cores_used']:>10.2f} {r['cores_free']:>10.2f} {r['machine_speedup']:>14.2f}x {r['worker_peak_rss_mb']:>18.0f}")
+              f"{r['cores_used']:>10.2f} {r['cores_free']:>10.2f} {r['machine_speedup']:>14.2f}x {r['busy']:>5.2f} {r['worker_peak_rss_mb']:>18.0f}")
     print("cores used: CPU the workers got during the run; cores free: what as many busy loops got just before it;\n"
-          "machine speedup: the ceiling for 'speedup' on this machine at this time (2.00x when idle)")
+          "machine speedup: the ceiling for 'speedup' on this machine at this time (2.00x when idle);\n"
+          "busy: share of the run each worker had an input in hand")
     return 0
 
 
