@@ -1,5 +1,5 @@
 """``mesh3d batch``: shared rigs mixed with broken inputs, kill -9 and resume, timeouts, memory caps,
-crashes, and the same batch on a local Ray instance."""
+crashes, the rig and animate tasks, and the same batch on a local Ray instance."""
 
 from __future__ import annotations
 
