@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from mesh3d import __version__
 from mesh3d.errors import Mesh3DError
@@ -33,11 +34,59 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_batch(args) -> int:
+    from app.batch import run_batch
+
+    given = {"up_axis": args.up, "skeleton": args.skeleton, "skin": args.skin, "motions": args.motion,
+             "motion_from": args.motion_from, "mixamo_names": args.mixamo_names or None}
+    try:
+        summary = run_batch(
+            args.in_dir, args.out_dir, args.task, {k: v for k, v in given.items() if v is not None}, fmt=args.format,
+            jobs=args.jobs, timeout=args.timeout, max_memory=args.max_memory, report=args.report,
+            overwrite=args.overwrite, ray=args.ray,
+        )
+    except KeyboardInterrupt:
+        print("mesh3d batch: stopped; run the same command again to resume", file=sys.stderr)
+        raise
+    for r in summary.records:
+        if r["status"] == "failed":
+            print(f"failed: {r['error']}", file=sys.stderr)
+    print(summary.format())
+    return 2 if summary.failed else 0
+
+
 def _cmd_demo(args) -> int:
     from app.pipeline import demo
 
-    print(demo(args.output, seed=args.seed))
+    report = demo(args.output, seed=args.seed, progress=_progress_printer())
+    print(f"{report.joints} joints, motions {', '.join(report.motions)}", file=sys.stderr)
+    print(Path(args.output).resolve())
     return 0
+
+
+def _cmd_rig(args) -> int:
+    from app.pipeline import rig
+    from mesh3d.io.atomic import write_bytes_atomic
+
+    out = Path(args.output)
+    if args.format and out.suffix.lower() != f".{args.format}":
+        raise Mesh3DError(f"{out}: the output extension does not match --format {args.format}")
+    motions = [m for m in (args.motion or []) if m.lower() != "none"]
+    report = rig(args.input, out, skeleton=args.skeleton, skin=args.skin, motions=motions, up_axis=args.up, progress=_progress_printer())
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.report:
+        write_bytes_atomic(args.report, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    print(f"{out}: {report.joints} joints ({report.skeleton_method} skeleton, {report.skin_method} skin), "
+          f"{sum(report.timings.values()):.1f} s" + (f", motions {', '.join(report.motions)}" if report.motions else ""))
+    return 0
+
+
+def _progress_printer():
+    """A progress callback printing stage names to stderr when it is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda stage, fraction: print(f"  [{fraction:4.0%}] {stage}", file=sys.stderr)
 
 
 def _cmd_validate(args) -> int:
@@ -69,7 +118,7 @@ def _cmd_animate(args) -> int:
     report = animate(args.input, args.output, args.motion or [], motion_from=args.motion_from, mixamo_names=args.mixamo_names)
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    print(f"{args.output}: {', '.join(report.motions)} ({report.skeleton_method})")
+    print(f"{args.output}: {', '.join(report.motions)} (rig labelled as {report.notes.get('rig_kind', '?')})")
     return 0
 
 
@@ -88,7 +137,7 @@ def _cmd_preview(args) -> int:
     return 0
 
 
-BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip", "tokenizers": "mesh3d.tokenizers.bench"}
+BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip", "tokenizers": "mesh3d.tokenizers.bench", "batch": "app.batch_bench"}
 
 
 def _cmd_bench(args) -> int:
@@ -115,10 +164,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--up", default=None, type=str.upper, help=up_help)
     p.set_defaults(func=_cmd_convert)
 
+    p = sub.add_parser("batch", help="run one task over every supported file of a folder tree, in parallel, resumable, with a JSON-lines report")
+    p.add_argument("in_dir", metavar="IN_DIR")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="outputs mirror IN_DIR's folders here")
+    p.add_argument("--task", default="convert", choices=["convert", "rig", "animate", "remesh", "generate"])
+    p.add_argument("--format", default=None, help="output format, e.g. glb, obj, fbx (default glb)")
+    p.add_argument("--up", default=None, type=str.upper, help=up_help)
+    p.add_argument("--skeleton", default=None, help="rig: skeleton method")
+    p.add_argument("--skin", default=None, help="rig: skinning method")
+    p.add_argument("--motion", action="append", help="rig/animate: a motion from `mesh3d motions`; repeat for several")
+    p.add_argument("--motion-from", metavar="FILE.glb:CLIP", help="animate: retarget clip CLIP of another rigged file onto each input")
+    p.add_argument("--mixamo-names", action="store_true", help="animate: rename a humanoid's joints to Mixamo names")
+    p.add_argument("--jobs", type=int, default=None, help="local worker processes (default: CPU cores; with --ray, Ray schedules one CPU per input)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per input before it is stopped and reported (0: none; default 600)")
+    p.add_argument("--max-memory", type=float, default=None, metavar="GIB", help="address-space cap per worker in GiB (default: RAM / jobs; 0: none)")
+    p.add_argument("--report", default=None, help="JSON-lines report (default OUT_DIR/batch-report.jsonl); resuming reads it")
+    p.add_argument("--overwrite", action="store_true", help="run every input again and replace existing outputs")
+    p.add_argument("--ray", default=None, metavar="ADDRESS", help="run on Ray: auto (this machine's cluster), local (start one here) or host:port")
+    p.set_defaults(func=_cmd_batch)
+
     p = sub.add_parser("demo", help="run the main job on a built-in example")
     p.add_argument("-o", "--output", default="out/demo.glb")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("rig", help="give any mesh a skeleton and skin weights (and optionally motions); writes a rigged GLB or FBX")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--skeleton", default="auto", help="auto | geometric | learned | PATH.json (joints, parents, names in the mesh's coordinates)")
+    p.add_argument("--skin", default="auto", choices=["auto", "geometric", "learned"])
+    p.add_argument("--motion", action="append", help="a motion to add (repeatable; see `mesh3d motions`), or none")
+    p.add_argument("--format", choices=["glb", "fbx"], help="output format (must match the output's extension)")
+    p.add_argument("--report", help="write a JSON report (timings per stage, joint count, methods, warnings)")
+    p.add_argument("--up", default=None, type=str.upper, help=up_help)
+    p.set_defaults(func=_cmd_rig)
 
     p = sub.add_parser("validate", help="check GLB/glTF files with the Khronos glTF-Validator")
     p.add_argument("files", nargs="+")
