@@ -61,7 +61,7 @@ def test_rig_errors_are_clear(tmp_path):
     (tmp_path / "cycle.json").write_text(json.dumps({"joints": [[0, 0, 0], [0, 1, 0]], "parents": [1, 0]}))
     assert_clean_failure(run_cli("rig", tmp_path / "f.glb", "-o", tmp_path / "o.glb", "--skeleton", tmp_path / "cycle.json"), "tree")
     assert_clean_failure(run_cli("rig", tmp_path / "f.glb", "-o", tmp_path / "o.glb", "--format", "fbx"), "--format")
-    assert_clean_failure(run_cli("rig", tmp_path / "f.glb", "-o", tmp_path / "o.glb", "--skeleton", "learned"), "not available")
+    assert_clean_failure(run_cli("rig", tmp_path / "f.glb", "-o", tmp_path / "o.glb", "--skin", "learned"), "not available")
     assert_clean_failure(run_cli("rig", tmp_path / "f.glb", "-o", tmp_path / "o.glb", "--motion", "moonwalk"), "moonwalk")
     assert not (tmp_path / "o.glb").exists()
 
@@ -91,3 +91,12 @@ def test_generated_rig_imports_into_blender_with_bones_along_the_limbs(tmp_path)
         if len(kids) == 1 and np.linalg.norm(heads[kids[0]] - heads[i]) > 1e-6:
             to_child, bone = heads[kids[0]] - heads[i], tails[i] - heads[i]
             assert to_child @ bone / np.linalg.norm(to_child) / np.linalg.norm(bone) > 0.999, name
+
+
+def test_rig_with_the_learned_skeleton(rig_records, tmp_path):
+    src = next(r for r in rig_records if r.file == "modular_men/Casual.glb" or r.split == "dev").path
+    res = run_cli("rig", src, "-o", tmp_path / "l.glb", "--skeleton", "learned", "--report", tmp_path / "l.json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "l.json").read_text())
+    assert report["skeleton_method"] == "learned" and 2 <= report["joints"] <= 64
+    validator_ok(tmp_path / "l.glb")
