@@ -247,6 +247,7 @@ class Job:
     task: Task
     options: dict
     timeout: Optional[float] = None
+    preview: bool = False  # also render dst's preview (a PNG strip beside it)
 
 
 def _context():
@@ -346,6 +347,13 @@ def _run_job(job: Job, max_memory: Optional[int]) -> dict:
         report = job.task.resolve()(job.src, job.tmp, **job.options)
         # Hashed after the task, which has checked that it is a regular file (a FIFO would block).
         result = {"status": "ok", "report": report.to_dict(), "sha256": sha256_file(job.tmp), "input_sha256": sha256_file(job.src)}
+        if job.preview:
+            try:
+                from rigging.animate.preview import preview
+
+                preview(job.tmp, preview_path(job.tmp))
+            except Mesh3DError as e:  # the output is fine without its picture
+                result["report"]["warnings"].append(f"no preview: {e}")
     except Mesh3DError as e:
         result = {"status": "failed", "error": str(e)}
     except MemoryError:
@@ -482,6 +490,7 @@ def run_batch(
     overwrite: bool = False,
     ray: Optional[str] = None,
     progress: bool = True,
+    preview: bool = False,
 ) -> Summary:
     """Run ``task`` on every supported file under ``in_dir``, writing mirrored outputs under ``out_dir``.
 
@@ -491,6 +500,7 @@ def run_batch(
     physical memory / jobs; 0: no cap). report: JSON-lines path (default ``out_dir/batch-report.jsonl``).
     overwrite: run every input again and replace outputs this batch did not write. ray: a Ray
     address (``auto``, ``local``, ``host:port``) to run there instead of local processes.
+    preview: also write a preview image beside each output (``NAME.png``; see ``mesh3d preview``).
     """
     t0 = time.perf_counter()
     task = TASKS[task] if isinstance(task, str) else task
@@ -499,7 +509,7 @@ def run_batch(
     if fmt not in task.formats:
         raise Mesh3DError(f"task {task.name} cannot write {fmt}; it writes {', '.join(task.formats)}")
     opts = task_options(task, options or {})
-    ohash = options_hash(task, opts, fmt)
+    ohash = options_hash(task, {**opts, "preview": True} if preview else opts, fmt)
     jobs = jobs or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     timeout = timeout or None
     cap = default_memory_cap(jobs) if max_memory is None else int(max_memory * GIB) or None
@@ -537,7 +547,7 @@ def run_batch(
         for src in inputs:
             dst = outputs[src]
             prev = last.get(str(src))
-            if not overwrite and _is_done(prev, ohash, src, dst):
+            if not overwrite and _is_done(prev, ohash, src, dst, preview):
                 summary.already_done += 1
                 continue
             error = None
@@ -549,7 +559,7 @@ def run_batch(
                 record({"status": "failed", **_base_record(Job(str(src), str(dst), "", task, opts), fmt, ohash), "error": error})
                 summary.failed += 1
                 continue
-            todo.append(Job(str(src), str(dst), str(tmp_root / dst.relative_to(out_dir)), task, opts, timeout))
+            todo.append(Job(str(src), str(dst), str(tmp_root / dst.relative_to(out_dir)), task, opts, timeout, preview))
         # Largest first: the long files start early instead of ending the batch on one busy worker.
         todo.sort(key=lambda j: -_size(j.src))
         results = run_ray(todo, ray, cap) if ray else run_local(todo, jobs, cap)
@@ -581,6 +591,8 @@ def _run(results, todo: list[Job], record, summary: Summary, ohash: str, fmt: st
             record(rec)
             if res["status"] == "ok":
                 Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
+                if os.path.exists(preview_path(job.tmp)):
+                    os.replace(preview_path(job.tmp), preview_path(job.dst))
                 os.replace(job.tmp, job.dst)
             bar.update(1)
             bar.set_postfix(ok=summary.ok, failed=summary.failed, refresh=False)
@@ -593,15 +605,22 @@ def _base_record(job: Job, fmt: str, ohash: str) -> dict:
     return {"input": job.src, "output": job.dst, "task": job.task.name, "options": job.options, "format": fmt, "options_hash": ohash}
 
 
-def _is_done(prev: Optional[dict], ohash: str, src: Path, dst: Path) -> bool:
+def _is_done(prev: Optional[dict], ohash: str, src: Path, dst: Path, preview: bool = False) -> bool:
     """Whether ``src`` was done with the same options: an ``ok`` record, its output present with
-    the recorded checksum, and the input unchanged since."""
+    the recorded checksum (and its preview, when asked for), and the input unchanged since."""
     if not prev or prev.get("status") != "ok" or prev.get("options_hash") != ohash or prev.get("output") != str(dst):
+        return False
+    if preview and not preview_path(dst).exists():
         return False
     try:
         return sha256_file(dst) == prev.get("sha256") and sha256_file(src) == prev.get("input_sha256")
     except OSError:
         return False
+
+
+def preview_path(output: str | os.PathLike) -> Path:
+    """Where the preview image of ``output`` goes: beside it, as ``NAME.png``."""
+    return Path(output).with_suffix(".png")
 
 
 def _size(path: str) -> int:

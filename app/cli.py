@@ -43,7 +43,7 @@ def _cmd_batch(args) -> int:
         summary = run_batch(
             args.in_dir, args.out_dir, args.task, {k: v for k, v in given.items() if v is not None}, fmt=args.format,
             jobs=args.jobs, timeout=args.timeout, max_memory=args.max_memory, report=args.report,
-            overwrite=args.overwrite, ray=args.ray,
+            overwrite=args.overwrite, ray=args.ray, preview=args.preview,
         )
     except KeyboardInterrupt:
         print("mesh3d batch: stopped; run the same command again to resume", file=sys.stderr)
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-memory", type=float, default=None, metavar="GIB", help="address-space cap per worker in GiB (default: RAM / jobs; 0: none)")
     p.add_argument("--report", default=None, help="JSON-lines report (default OUT_DIR/batch-report.jsonl); resuming reads it")
     p.add_argument("--overwrite", action="store_true", help="run every input again and replace existing outputs")
+    p.add_argument("--preview", action="store_true", help="also write a preview image (NAME.png: the skeleton over the mesh) beside each output")
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="run on Ray: auto (this machine's cluster), local (start one here) or host:port")
     p.set_defaults(func=_cmd_batch)
 

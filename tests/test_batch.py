@@ -276,3 +276,20 @@ def test_rig_task(static_records, tmp_path, capsys):
     assert s.ok == 2
     strip = lambda d: {k: v for k, v in d.items() if not k.endswith(b".jsonl")}  # noqa: E731
     assert strip(tree_digest(tmp_path / "a")) == tree_digest(tmp_path / "b")
+
+
+def test_previews_beside_outputs_and_resume_restores_a_missing_one(static_records, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for r in static_records:
+        if r.file in ("survival_pack/WoodLog.glb", "modular_dungeon_pack/ModularFloor.glb"):
+            os.symlink(r.path, src / r.path.name)
+    s = run_batch(src, tmp_path / "out", "convert", jobs=1, progress=False, preview=True)
+    assert s.ok == 2
+    pngs = sorted((tmp_path / "out").glob("*.png"))
+    assert [p.stem for p in pngs] == sorted(p.stem for p in src.iterdir())
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert run_batch(src, tmp_path / "out", "convert", jobs=1, progress=False, preview=True).already_done == 2
+    pngs[0].unlink()
+    again = run_batch(src, tmp_path / "out", "convert", jobs=1, progress=False, preview=True)
+    assert again.ok == 1 and again.already_done == 1 and pngs[0].exists()
