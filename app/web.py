@@ -313,7 +313,8 @@ def build(jobs: Jobs):
                                      info="override when the model comes in lying down (OBJ, PLY, STL)")
                     start = gr.Button("Rig & animate", variant="primary", elem_id="start")
                 with gr.Column(scale=2):
-                    viewer = gr.Model3D(label="Result", elem_id="viewer", height=420, clear_color=(0.94, 0.94, 0.96, 1.0))
+                    viewer = gr.Model3D(label="Result", elem_id="viewer", height=420, clear_color=(0.94, 0.94, 0.96, 1.0),
+                                          camera_position=(50, 70, None))  # a three-quarter view from slightly above
                     preview = gr.Image(label="Skeleton preview", type="filepath", elem_id="preview", height=240, visible=_has_module("rigging.animate.preview"))
                     info = gr.Markdown(elem_id="summary")
                     with gr.Row():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -215,9 +216,15 @@ def test_browser_upload_rig_download(server, rig_mesh, tmp_path):
         page.goto(url)
         page.locator("#upload input[type=file]").set_input_files(str(rig_mesh))
         page.locator("#upload").get_by_text(rig_mesh.name).first.wait_for(timeout=30_000)
+        # Record every text the progress bar shows (it is gone by the time the job ends).
+        page.evaluate("""() => { window.stages = new Set();
+            new MutationObserver(() => document.querySelectorAll('.progress-level-inner').forEach(
+                e => window.stages.add(e.innerText.trim()))).observe(document.body, {subtree: true, childList: true, characterData: true}); }""")
         with page.expect_response(lambda r: r.url.endswith(".glb") and r.request.method == "GET", timeout=120_000) as shown:
             page.locator("#start").click()  # the viewer fetches the result GLB when the job ends
         assert shown.value.body()[:4] == b"glTF"
+        stages = page.evaluate("[...window.stages]")
+        assert any(re.search(r"\b(load|skeleton|skin|animate|export)\b", s) for s in stages), stages
         page.locator("#download-glb").wait_for(state="visible", timeout=30_000)
         summary = page.locator("#summary").inner_text()
         assert "Joints:" in summary and "Timings:" in summary
