@@ -49,6 +49,15 @@ def _cmd_validate(args) -> int:
     return 0 if all(r["numErrors"] == 0 for r in reports) else 2
 
 
+BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip"}
+
+
+def _cmd_bench(args) -> int:
+    import importlib
+
+    return importlib.import_module(BENCHMARKS[args.name]).main(args.args)
+
+
 def _cmd_app(args) -> int:
     from app.web import Limits, launch
 
@@ -83,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check GLB/glTF files with the Khronos glTF-Validator")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("bench", help="run a benchmark or evaluation and print its figures", add_help=False)
+    p.add_argument("name", choices=sorted(BENCHMARKS))
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own options (see `mesh3d bench NAME --help`)")
+    p.set_defaults(func=_cmd_bench)
 
     from app.web import Limits
 

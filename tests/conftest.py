@@ -1,4 +1,4 @@
-"""Shared fixtures: the shared corpus, and one export of every shared rig reused by several tests."""
+"""Shared fixtures: the shared corpus, and one round trip of every shared rig reused by several tests."""
 
 from __future__ import annotations
 
@@ -32,15 +32,15 @@ def static_records():
 
 
 @pytest.fixture(scope="session")
-def exported_rigs(rig_records, tmp_path_factory):
-    """{file: (record, loaded asset, path of our GLB export)} for every shared rig."""
-    from mesh3d.io import load, save
+def rig_roundtrips(rig_records, tmp_path_factory):
+    """{file: (record, figures of mesh3d.io.roundtrip.measure_rig)} for every shared rig; the
+    exports stay in a session folder for the validator and Blender tests."""
+    from mesh3d.io.roundtrip import measure_rig
 
     out = tmp_path_factory.mktemp("rigs")
     result = {}
     for r in rig_records:
-        asset = load(r.path)
-        path = out / (r.file.replace("/", "__"))
-        save(asset, path)
-        result[r.file] = (r, asset, path)
+        folder = out / r.pack  # file stems repeat across packs
+        folder.mkdir(exist_ok=True)
+        result[r.file] = (r, measure_rig(r.path, folder))
     return result

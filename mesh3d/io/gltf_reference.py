@@ -1,4 +1,5 @@
-"""An independent, spec-literal glTF skinning evaluator used as ground truth by the tests.
+"""An independent, spec-literal glTF skinning evaluator used as ground truth by
+the tests and by `mesh3d bench roundtrip`.
 
 It poses the file exactly as the glTF 2.0 spec says (joint matrix = world(joint) @ IBM, the skinned
 node's own transform ignored, unskinned meshes placed by their node) without any of the loader's
