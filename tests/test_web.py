@@ -270,25 +270,25 @@ def test_browser_corrupt_file_shows_message(server, tmp_path):
         pw.stop()
 
 
-def _tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (MB), from /proc."""
+def _tree_memory_mb(pid: int) -> float:
+    """Memory of a process and all its descendants (MB): the sum of their proportional set sizes
+    (PSS, shared pages split between the processes sharing them), from /proc."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
         try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(d.name))
-            rss[int(d.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):  # the process ended while we looked
+            if d.name.isdigit():
+                children.setdefault(int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(int(d.name))
+        except OSError:  # the process ended while we looked
             pass
-    todo, total = [pid], 0
+    todo, total_kb = [pid], 0
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
         todo += children.get(p, [])
-    return total / 1e6
+        try:
+            total_kb += sum(int(line.split()[1]) for line in open(f"/proc/{p}/smaps_rollup") if line.startswith("Pss:"))
+        except OSError:
+            pass
+    return total_kb / 1e3
 
 
 def test_load_20_jobs_at_once(server, rig_mesh, capsys):
@@ -300,7 +300,7 @@ def test_load_20_jobs_at_once(server, rig_mesh, capsys):
 
     def watch():
         while not stop.is_set():
-            peak[0] = max(peak[0], _tree_rss_mb(proc.pid))
+            peak[0] = max(peak[0], _tree_memory_mb(proc.pid))
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch)
@@ -320,7 +320,7 @@ def test_load_20_jobs_at_once(server, rig_mesh, capsys):
     watcher.join()
     with capsys.disabled():
         print(f"\n[load test] 20 jobs: {len(finished)} finished, {len(refused)} refused (queue full), "
-              f"{len(other)} other; {wall:.1f} s wall; peak server memory {peak[0]:.0f} MB (process tree RSS)")
+              f"{len(other)} other; {wall:.1f} s wall; peak server memory {peak[0]:.0f} MB (PSS of the server and its job processes)")
     assert not other, other
     assert len(finished) + len(refused) == 20
     assert len(finished) >= QUEUE  # the queue holds QUEUE waiting jobs besides the running one
