@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.web import CONVERT_ONLY, Jobs, Limits, blender_available, rigging_available, safe_stem
+from app.web import CONVERT_ONLY, Jobs, Limits, _has_module, blender_available, rigging_available, safe_stem
 from mesh3d.asset import Asset
 from mesh3d.errors import Mesh3DError
 from mesh3d.io import load, save
@@ -127,6 +127,16 @@ def test_job_refusals_are_readable(jobs, tmp_path, rig_mesh):
     with pytest.raises(Mesh3DError) as e:
         jobs.run(corrupt, OPTIONS)
     assert str(e.value).startswith("broken.glb") and str(jobs.work_dir) not in str(e.value)
+
+
+def test_fbx_in_and_out_with_blender(jobs, rig_mesh, tmp_path):
+    if not _has_module("mesh3d.io.blender"):
+        pytest.skip("FBX support (mesh3d.io.blender) is not in this build")
+    require(blender_available(), "Blender is not set up (see the Makefile's Blender target)")
+    fbx = tmp_path / "creature.fbx"
+    save(load(rig_mesh), fbx)
+    result = jobs.run(fbx, OPTIONS)
+    assert result["fbx"] and len(load(result["fbx"]).mesh.faces) == len(load(rig_mesh).mesh.faces)
 
 
 def test_job_timeout_kills_the_job(tmp_path, rig_mesh):
