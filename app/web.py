@@ -288,7 +288,7 @@ def build(jobs: Jobs):
         try:
             result = jobs.run(file, options, lambda stage, f: progress(f, desc=stage))
         except Mesh3DError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+            raise gr.Error(str(e), duration=None, print_exception=False) from None
         except Exception as e:  # a bug in the app itself: a message for the page, the traceback in the log
             raise gr.Error(f"internal error ({type(e).__name__}); please report it with the file") from e
         return (
