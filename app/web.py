@@ -168,6 +168,7 @@ class Jobs:
         # not from the threaded web server.
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(["app.pipeline"])
+        self.fbx = blender_available()  # checked once: it starts Blender's Python
 
     def run(self, upload: str | Path, options: dict, progress: Optional[Callable[[str, float], None]] = None) -> dict:
         """Run one job on the uploaded file ``upload``; returns the result dict of :func:`_job`.
@@ -180,8 +181,7 @@ class Jobs:
         ext = upload.suffix.lower()
         if ext not in UPLOAD_FORMATS:
             raise Mesh3DError(f"{name}: unsupported file type {ext or '(none)'}; upload one of {', '.join(UPLOAD_FORMATS)}")
-        fbx = blender_available()
-        if ext in FBX_FORMATS and not fbx:
+        if ext in FBX_FORMATS and not self.fbx:
             raise Mesh3DError(f"{name}: FBX needs Blender, which is not set up on this server; upload GLB, glTF, OBJ, PLY or STL instead")
         size = upload.stat().st_size
         if size > self.limits.max_upload_mb * 1e6:
@@ -190,7 +190,7 @@ class Jobs:
         job_dir.mkdir()
         src = job_dir / f"input{ext}"
         shutil.copyfile(upload, src)
-        options = dict(options, stem=safe_stem(name), max_faces=self.limits.max_faces, fbx=fbx)
+        options = dict(options, stem=safe_stem(name), max_faces=self.limits.max_faces, fbx=self.fbx)
         try:
             return self._wait(src, job_dir, options, progress)
         except Mesh3DError as e:  # show the user's file name, not our server paths
@@ -276,7 +276,7 @@ def build(jobs: Jobs):
     import gradio as gr
 
     rig = rigging_available()
-    fbx = blender_available()
+    fbx = jobs.fbx
     motions = motion_names()
     formats = ", ".join(e.lstrip(".").upper() for e in UPLOAD_FORMATS if fbx or e not in FBX_FORMATS)
 

@@ -117,7 +117,7 @@ def test_job_refusals_are_readable(jobs, tmp_path, rig_mesh):
     big.write_bytes(b"\0" * int(UPLOAD_CAP_MB * 1e6 + 1))
     with pytest.raises(Mesh3DError, match=r"big\.stl: 2\.0 MB is over this server's limit of 2 MB"):
         jobs.run(big, OPTIONS)
-    if not blender_available():
+    if not jobs.fbx:
         fbx = tmp_path / "model.fbx"
         fbx.write_bytes(b"Kaydara FBX Binary  \0")
         with pytest.raises(Mesh3DError, match="FBX needs Blender, which is not set up on this server"):
