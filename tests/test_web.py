@@ -38,11 +38,17 @@ QUEUE = 8  # the test server's queue size, for the load test
 
 
 @pytest.fixture(scope="module")
-def rig_mesh(rig_records, tmp_path_factory) -> Path:
-    """The mesh alone (no skeleton, skin or clips) of the smallest shared rig with a creature-sized
-    skeleton (>= 15 joints), as GLB: what a user uploads. The mesh is posed by the first frame of
-    its first clip, as viewers show it: in some rigs the bind-pose vertices lie on their side."""
-    record = min((r for r in rig_records if r.joints >= 15), key=lambda r: r.triangles)
+def rig_record(rig_records):
+    """The smallest shared rig with a creature-sized skeleton (>= 15 joints)."""
+    return min((r for r in rig_records if r.joints >= 15), key=lambda r: r.triangles)
+
+
+@pytest.fixture(scope="module")
+def rig_mesh(rig_record, tmp_path_factory) -> Path:
+    """The mesh alone (no skeleton, skin or clips) of ``rig_record`` as GLB: what a user uploads.
+    The mesh is posed by the first frame of its first clip, as viewers show it: in some rigs the
+    bind-pose vertices lie on their side."""
+    record = rig_record
     rig = load(record.path)
     mesh = dataclasses.replace(rig.mesh, vertices=rig.posed_vertices(rig.animations[0], [0])[0], normals=None)
     path = tmp_path_factory.mktemp("upload") / f"{safe_stem(record.file)}.glb"
@@ -216,6 +222,34 @@ def _browser():
     return pw, pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
+def _run_job(page, path: Path) -> bytes:
+    """Upload ``path``, start the job and return the GLB the viewer then fetches; asserts that the
+    progress bar named a pipeline stage meanwhile."""
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    page.locator("#upload").get_by_text(path.name).first.wait_for(timeout=30_000)
+    # Record every text the progress bar shows (it is gone by the time the job ends).
+    page.evaluate("""() => { window.stages = new Set();
+        new MutationObserver(() => document.querySelectorAll('.progress-level-inner').forEach(
+            e => window.stages.add(e.innerText.trim()))).observe(document.body, {subtree: true, childList: true, characterData: true}); }""")
+    with page.expect_response(lambda r: r.url.endswith(".glb") and r.request.method == "GET", timeout=120_000) as shown:
+        page.locator("#start").click()  # the viewer fetches the result GLB when the job ends
+    stages = page.evaluate("[...window.stages]")
+    assert any(re.search(r"\b(load|skeleton|skin|animate|export)\b", s) for s in stages), stages
+    page.locator("#download-glb").wait_for(state="visible", timeout=30_000)
+    page.wait_for_function("document.querySelector('#viewer canvas') !== null", timeout=30_000)
+    assert page.locator("#viewer [data-testid=model3d-download-link]").get_attribute("href").endswith(".glb")
+    return shown.value.body()
+
+
+def _viewer_moves(page) -> bool:
+    """True when the viewer's picture changes within a second (an animation plays)."""
+    canvas = page.locator("#viewer canvas")
+    page.wait_for_timeout(2000)  # the model loads and the first frames draw
+    before = canvas.screenshot()
+    page.wait_for_timeout(1000)
+    return canvas.screenshot() != before
+
+
 def test_browser_upload_rig_download(server, rig_mesh, tmp_path):
     from mesh3d.io.validate import validate_gltf
 
@@ -224,23 +258,10 @@ def test_browser_upload_rig_download(server, rig_mesh, tmp_path):
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(url)
-        page.locator("#upload input[type=file]").set_input_files(str(rig_mesh))
-        page.locator("#upload").get_by_text(rig_mesh.name).first.wait_for(timeout=30_000)
-        # Record every text the progress bar shows (it is gone by the time the job ends).
-        page.evaluate("""() => { window.stages = new Set();
-            new MutationObserver(() => document.querySelectorAll('.progress-level-inner').forEach(
-                e => window.stages.add(e.innerText.trim()))).observe(document.body, {subtree: true, childList: true, characterData: true}); }""")
-        with page.expect_response(lambda r: r.url.endswith(".glb") and r.request.method == "GET", timeout=120_000) as shown:
-            page.locator("#start").click()  # the viewer fetches the result GLB when the job ends
-        assert shown.value.body()[:4] == b"glTF"
-        stages = page.evaluate("[...window.stages]")
-        assert any(re.search(r"\b(load|skeleton|skin|animate|export)\b", s) for s in stages), stages
-        page.locator("#download-glb").wait_for(state="visible", timeout=30_000)
+        assert _run_job(page, rig_mesh)[:4] == b"glTF"
         summary = page.locator("#summary").inner_text()
         assert "Joints:" in summary and "Timings:" in summary
         assert (CONVERT_ONLY in summary) != rigging_available()
-        page.wait_for_function("document.querySelector('#viewer canvas') !== null", timeout=30_000)
-        assert page.locator("#viewer [data-testid=model3d-download-link]").get_attribute("href").endswith(".glb")
         with page.expect_download() as download:
             page.locator("#download-glb").click()
         glb = tmp_path / download.value.suggested_filename
@@ -248,11 +269,30 @@ def test_browser_upload_rig_download(server, rig_mesh, tmp_path):
         assert glb.suffix == ".glb"
         report = validate_gltf([glb])[0]
         assert report["numErrors"] == 0, report
+        result = load(glb)
         if rigging_available():
-            assert load(glb).skeleton is not None
-        page.wait_for_timeout(1500)  # let the viewer draw
+            assert result.skeleton is not None
+        assert _viewer_moves(page) == bool(result.animations)  # a still mesh stays still
         OUT.mkdir(exist_ok=True)
         page.screenshot(path=str(OUT / "test_web_app.png"), full_page=True)
+    finally:
+        browser.close()
+        pw.stop()
+
+
+def test_browser_viewer_plays_animation(server, rig_record, tmp_path):
+    """A rigged, animated upload comes back animated, and the viewer plays it."""
+    url, _, _ = server
+    upload = tmp_path / Path(rig_record.file).name
+    shutil.copy(rig_record.path, upload)
+    pw, browser = _browser()
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)
+        glb = tmp_path / "shown.glb"
+        glb.write_bytes(_run_job(page, upload))
+        assert load(glb).animations
+        assert _viewer_moves(page)
     finally:
         browser.close()
         pw.stop()
