@@ -121,9 +121,10 @@ def _job(conn, src: str, out_dir: str, options: dict) -> None:
         conn.send(("progress", stage, fraction))
 
     out = Path(out_dir)
-    glb = out / f"{options['stem']}_rigged.glb"
+    rig = rigging_available()
+    glb = out / f"{options['stem']}{'_rigged' if rig else ''}.glb"
     try:
-        if hasattr(pipeline, "rig"):
+        if rig:
             report = pipeline.rig(
                 src, glb, skeleton=options["skeleton"], skin=options["skin"], motions=tuple(options["motions"]),
                 up_axis=options["up_axis"], max_faces=options["max_faces"], progress=progress,
