@@ -49,7 +49,7 @@ def _cmd_validate(args) -> int:
     return 0 if all(r["numErrors"] == 0 for r in reports) else 2
 
 
-BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip"}
+BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip", "tokenizers": "mesh3d.tokenizers.bench"}
 
 
 def _cmd_bench(args) -> int:
