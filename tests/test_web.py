@@ -145,13 +145,17 @@ def test_fbx_in_and_out_with_blender(jobs, rig_mesh, tmp_path):
     assert result["fbx"] and len(load(result["fbx"]).mesh.faces) == len(load(rig_mesh).mesh.faces)
 
 
-def test_job_timeout_kills_the_job(tmp_path, rig_mesh):
-    jobs = Jobs(tmp_path, Limits(job_timeout=0.05, file_ttl=1))
+def test_job_timeout_kills_the_job(tmp_path):
+    import trimesh
+
+    big = tmp_path / "sphere.ply"  # 327,680 faces: about 0.5 s to load and export on an idle core
+    trimesh.creation.icosphere(subdivisions=7).export(big)
+    jobs = Jobs(tmp_path / "work", Limits(job_timeout=0.05, file_ttl=1))
     t = time.monotonic()
     with pytest.raises(Mesh3DError, match="longer than this server's limit of 0.05 s and was stopped"):
-        jobs.run(rig_mesh, OPTIONS)
+        jobs.run(big, OPTIONS)
     assert time.monotonic() - t < 10
-    assert not [p for p in jobs.ctx.active_children()]
+    assert not jobs.ctx.active_children()
 
 
 def test_crafted_names_stay_inside_and_old_files_are_swept(tmp_path, rig_mesh):
