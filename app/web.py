@@ -90,7 +90,7 @@ def motion_names() -> list[str]:
         return []
     from rigging.animate.motions import list_motions
 
-    return list(list_motions())
+    return [name for name, _description in list_motions()]
 
 
 def method_names(kind: str) -> list[str]:
