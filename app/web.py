@@ -40,6 +40,7 @@ from mesh3d.io import FBX_FORMATS, GLTF_FORMATS
 UPLOAD_FORMATS = GLTF_FORMATS + (".obj", ".ply", ".stl") + FBX_FORMATS
 UP_AXES = ("Y", "Z", "-Y", "-Z", "X", "-X")
 CONVERT_ONLY = "convert only (rigging not available in this build)"
+ANIMATE_ONLY = "motions added to your rig (rigging not available in this build)"
 
 
 @dataclass
@@ -74,6 +75,12 @@ def rigging_available() -> bool:
     from app import pipeline
 
     return hasattr(pipeline, "rig")
+
+
+def animating_available() -> bool:
+    from app import pipeline
+
+    return hasattr(pipeline, "animate")
 
 
 def blender_available() -> bool:
@@ -130,6 +137,9 @@ def _job(conn, src: str, out_dir: str, options: dict) -> None:
                 up_axis=options["up_axis"], max_faces=options["max_faces"], progress=progress,
             )
             mode = "rigged"
+        elif options["motions"] and animating_available():  # an upload that is rigged already
+            report = pipeline.animate(src, glb, list(options["motions"]), progress=progress)
+            mode = ANIMATE_ONLY
         else:
             report = pipeline.convert(src, glb, up_axis=options["up_axis"], progress=progress)
             mode = CONVERT_ONLY
@@ -261,7 +271,7 @@ def summary(result: dict) -> str:
     """The result panel's Markdown: mode, counts, methods, motions, timings (s), warnings."""
     r = result["report"]
     lines = [f"**Mode:** {result['mode']}"]
-    if result["mode"] != CONVERT_ONLY:
+    if result["mode"] == "rigged":
         lines.append(f"**Skeleton:** {r['skeleton_method'] or '-'} · **Skin:** {r['skin_method'] or '-'}")
     lines.append(f"**Joints:** {r['joints']} · **Vertices:** {r['vertices']:,} · **Faces:** {r['faces']:,}")
     if r["motions"]:
@@ -278,7 +288,9 @@ def build(jobs: Jobs):
 
     rig = rigging_available()
     fbx = jobs.fbx
-    motions = motion_names()
+    motions = motion_names() if rig or animating_available() else []
+    motion_info = ("no motion library in this build" if not motions else None if rig
+                   else "for an upload that is rigged already (GLB, glTF)")
     formats = ", ".join(e.lstrip(".").upper() for e in UPLOAD_FORMATS if fbx or e not in FBX_FORMATS)
 
     def run(file, skeleton, skin, chosen_motions, up_axis, progress=gr.Progress()):
@@ -304,21 +316,22 @@ def build(jobs: Jobs):
         gr.Markdown("# mesh3d\nUpload a mesh; get it back rigged and animated, as GLB" + (" and FBX." if fbx else "."))
         with gr.Tab("Rig & animate"):
             if not rig:
-                gr.Markdown(f"**Note:** this build runs {CONVERT_ONLY}: your file is loaded and exported as GLB.")
+                gr.Markdown(f"**Note:** this build runs {CONVERT_ONLY}: your file is loaded and exported as GLB"
+                            + ("; motions can be added to an upload that is rigged already." if motions else "."))
             with gr.Row():
                 with gr.Column(scale=1):
                     file = gr.File(label=f"Mesh ({formats}; up to {jobs.limits.max_upload_mb:g} MB)", file_types=[e for e in UPLOAD_FORMATS if fbx or e not in FBX_FORMATS], type="filepath", elem_id="upload")
                     skeleton = gr.Dropdown(method_names("skeleton"), value="auto", label="Skeleton method", interactive=rig)
                     skin = gr.Dropdown(method_names("skin"), value="auto", label="Skin method", interactive=rig)
-                    motion = gr.Dropdown(motions, value=[], multiselect=True, label="Motions", interactive=rig and bool(motions),
-                                         info=None if motions else "no motion library in this build")
+                    motion = gr.Dropdown(motions, value=[], multiselect=True, label="Motions", interactive=bool(motions),
+                                         info=motion_info)
                     up = gr.Dropdown([("as in the file", "auto")] + [(a, a) for a in UP_AXES], value="auto", label="Up axis",
                                      info="override when the model comes in lying down (OBJ, PLY, STL)")
                     start = gr.Button("Rig & animate", variant="primary", elem_id="start")
                 with gr.Column(scale=2):
                     viewer = gr.Model3D(label="Result", elem_id="viewer", height=420, clear_color=(0.94, 0.94, 0.96, 1.0),
                                           camera_position=(50, 70, None))  # a three-quarter view from slightly above
-                    preview = gr.Image(label="Skeleton preview", type="filepath", elem_id="preview", height=240, visible=_has_module("rigging.animate.preview"))
+                    preview = gr.Image(label="Preview", type="filepath", elem_id="preview", height=240, visible=_has_module("rigging.animate.preview"))
                     info = gr.Markdown(elem_id="summary")
                     with gr.Row():
                         glb_button = gr.DownloadButton("Download GLB", visible=False, elem_id="download-glb")

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.web import CONVERT_ONLY, Jobs, Limits, _has_module, blender_available, rigging_available, safe_stem
+from app.web import (ANIMATE_ONLY, CONVERT_ONLY, Jobs, Limits, _has_module, blender_available, motion_names, rigging_available,
+                     safe_stem)
 from mesh3d.asset import Asset
 from mesh3d.errors import Mesh3DError
 from mesh3d.io import load, save
@@ -112,6 +113,25 @@ def test_job_runs_pipeline_and_reports_stages(jobs, rig_mesh):
         assert result["mode"] == "rigged" and result["report"]["joints"] > 0
     else:
         assert result["mode"] == CONVERT_ONLY
+
+
+def test_job_adds_motions(jobs, rig_record, rig_mesh, tmp_path):
+    motions = motion_names()
+    if not motions:
+        pytest.skip("no motion library in this build")
+    chosen = ["idle" if "idle" in motions else motions[0]]  # a motion every kind of rig can do
+    options = dict(OPTIONS, motions=chosen)
+    if rigging_available():
+        result = jobs.run(rig_mesh, options)
+    else:  # motions go onto an upload that is rigged already; a bare mesh gets a clear refusal
+        upload = tmp_path / Path(rig_record.file).name
+        shutil.copy(rig_record.path, upload)
+        result = jobs.run(upload, options)
+        assert result["mode"] == ANIMATE_ONLY
+        with pytest.raises(Mesh3DError, match="no skeleton and skin"):
+            jobs.run(rig_mesh, options)
+    assert result["report"]["motions"] == chosen
+    assert chosen[0] in [a.name for a in load(result["glb"]).animations]
 
 
 def test_job_refusals_are_readable(jobs, tmp_path, rig_mesh):
