@@ -49,6 +49,31 @@ def _cmd_validate(args) -> int:
     return 0 if all(r["numErrors"] == 0 for r in reports) else 2
 
 
+def _cmd_animate(args) -> int:
+    from app.pipeline import animate
+
+    report = animate(args.input, args.output, args.motion or [], motion_from=args.motion_from, mixamo_names=args.mixamo_names)
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{args.output}: {', '.join(report.motions)} ({report.skeleton_method})")
+    return 0
+
+
+def _cmd_motions(args) -> int:
+    from rigging.animate.motions import list_motions
+
+    for name, description in list_motions():
+        print(f"{name:12s} {description}")
+    return 0
+
+
+def _cmd_preview(args) -> int:
+    from rigging.animate.preview import preview
+
+    print(preview(args.file, args.output, animation=args.animation, size=args.size))
+    return 0
+
+
 BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip", "tokenizers": "mesh3d.tokenizers.bench"}
 
 
@@ -92,6 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check GLB/glTF files with the Khronos glTF-Validator")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("animate", help="add named animations (motions, or a clip retargeted from another rig) to a rigged GLB")
+    p.add_argument("input", help="rigged GLB/glTF")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--motion", action="append", help="a motion from `mesh3d motions`; repeat for several")
+    p.add_argument("--motion-from", metavar="FILE.glb:CLIP", help="retarget clip CLIP of another rigged file onto this rig")
+    p.add_argument("--mixamo-names", action="store_true", help="rename a humanoid's joints to Mixamo names")
+    p.set_defaults(func=_cmd_animate)
+
+    p = sub.add_parser("motions", help="list the motions `mesh3d animate` can make")
+    p.set_defaults(func=_cmd_motions)
+
+    p = sub.add_parser("preview", help="render a PNG strip or GIF (turntable, or an animation) with the skeleton drawn over the mesh")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", required=True, help="preview.png or preview.gif")
+    p.add_argument("--animation", help="clip to show (default: the first, else a turntable)")
+    p.add_argument("--size", type=int, default=256, help="pixels per view (default 256)")
+    p.set_defaults(func=_cmd_preview)
 
     p = sub.add_parser("bench", help="run a benchmark or evaluation and print its figures", add_help=False)
     p.add_argument("name", choices=sorted(BENCHMARKS))

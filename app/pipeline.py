@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from mesh3d.asset import Asset
+from mesh3d.errors import Mesh3DError
 from mesh3d.io import load, save
 
 Progress = Callable[[str, float], None]
@@ -61,6 +62,53 @@ def convert(src: str | Path, dst: str | Path, up_axis: str | None = None, progre
     asset = stages.run("load", load, src, up_axis=up_axis)
     report.warnings += asset.warnings
     report.warnings += stages.run("export", save, asset, dst)
+    _count(report, asset)
+    return report
+
+
+def animate(
+    src: str | Path,
+    dst: str | Path,
+    motions: list[str],
+    motion_from: str | None = None,
+    progress: Optional[Progress] = None,
+    mixamo_names: bool = False,
+) -> Report:
+    """Add named animations to the rigged asset ``src`` and write ``dst``.
+
+    motions: names from :func:`rigging.animate.motions.list_motions`, one clip each. motion_from:
+    ``FILE:CLIP``, a clip of another rigged file retargeted onto this rig. A clip replaces an
+    existing one of the same name. mixamo_names: rename a humanoid's joints to Mixamo names.
+    """
+    from dataclasses import replace
+
+    from rigging.animate.chains import label_chains, rename_mixamo
+    from rigging.animate.motions import make_motion
+    from rigging.animate.retarget import retarget
+
+    if not motions and not motion_from:
+        raise Mesh3DError("nothing to do: give at least one --motion or --motion-from")
+    report = Report(str(src), str(dst))
+    stages = _Stages(report, progress, ["load", "label", "motions", "retarget", "export"])
+    asset = stages.run("load", load, src)
+    report.warnings += asset.warnings
+    if asset.skeleton is None or asset.skin is None:
+        raise Mesh3DError(f"{src} has no skeleton and skin: rig it first (mesh3d rig)")
+    labels = stages.run("label", label_chains, asset.skeleton, asset.mesh)
+    report.skeleton_method = f"labelled as {labels.kind}"
+    new = stages.run("motions", lambda: [make_motion(m, asset, labels) for m in motions])
+    if motion_from:
+        path, sep, clip = str(motion_from).rpartition(":")
+        if not sep or not path or not clip:
+            raise Mesh3DError(f"--motion-from takes FILE:CLIP, got {motion_from!r}")
+        source = load(path)
+        new.append(stages.run("retarget", retarget, source, clip, asset, dst_labels=labels))
+    names = {a.name for a in new}
+    asset = replace(asset, animations=[a for a in asset.animations if a.name not in names] + new)
+    if mixamo_names:
+        asset = rename_mixamo(asset)
+    report.warnings += stages.run("export", save, asset, dst)
+    report.motions = [a.name for a in new]
     _count(report, asset)
     return report
 
