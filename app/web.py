@@ -154,7 +154,7 @@ def _job(conn, src: str, out_dir: str, options: dict) -> None:
 
             progress("preview", 1.0)
             png = out / f"{options['stem']}_preview.png"
-            preview(glb, png)
+            preview(glb, png, animation=options["motions"][0] if options["motions"] else None)  # the user's motion
             result["preview"] = str(png)
         conn.send(("done", result))
     except Mesh3DError as e:
@@ -323,7 +323,7 @@ def build(jobs: Jobs):
                     file = gr.File(label=f"Mesh ({formats}; up to {jobs.limits.max_upload_mb:g} MB)", file_types=[e for e in UPLOAD_FORMATS if fbx or e not in FBX_FORMATS], type="filepath", elem_id="upload")
                     skeleton = gr.Dropdown(method_names("skeleton"), value="auto", label="Skeleton method", interactive=rig)
                     skin = gr.Dropdown(method_names("skin"), value="auto", label="Skin method", interactive=rig)
-                    motion = gr.Dropdown(motions, value=[], multiselect=True, label="Motions", interactive=bool(motions),
+                    motion = gr.Dropdown(motions, value=[], multiselect=True, label="Motions", interactive=bool(motions), elem_id="motions",
                                          info=motion_info)
                     up = gr.Dropdown([("as in the file", "auto")] + [(a, a) for a in UP_AXES], value="auto", label="Up axis",
                                      info="override when the model comes in lying down (OBJ, PLY, STL)")
