@@ -1,0 +1,1 @@
+"""Skeleton extraction: geometric (medial axis of the volume)."""

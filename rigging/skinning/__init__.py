@@ -1,0 +1,1 @@
+"""Skin weights: geometric (heat diffusion from visible bones)."""
