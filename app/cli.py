@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="largest upload, MB")
-    p.add_argument("--max-faces", type=int, default=d.max_faces, help="larger meshes are analysed on a decimated copy")
+    p.add_argument("--max-faces", type=int, default=d.max_faces, help="larger meshes are refused")
     p.add_argument("--job-timeout", type=float, default=d.job_timeout, help="seconds before a job is stopped")
     p.add_argument("--concurrency", type=int, default=d.concurrency, help="jobs running at once")
     p.add_argument("--queue-size", type=int, default=d.queue_size, help="jobs waiting; more are refused")

@@ -7,7 +7,9 @@ costs one job, not the server.
 
 Limits and safety (all in :class:`Limits`):
 - uploads above ``max_upload_mb`` are refused by Gradio's upload route and again before a job runs;
-- ``max_faces`` is handed to the pipeline, which analyses larger meshes on a decimated copy;
+- meshes over ``max_faces`` faces are refused before any analysis (a small Draco GLB can unpack
+  to millions); below that, the rigging library analyses big meshes on a decimated copy
+  (``rigging.skinning.geometric.ANALYSIS_FACES``) and rigs the full mesh;
 - a job running longer than ``job_timeout`` seconds is killed;
 - a queue runs ``concurrency`` jobs at once and refuses new ones beyond ``queue_size`` waiting;
 - everything the app writes lives in one work folder (Gradio's upload and cache folder, and our
@@ -48,7 +50,7 @@ class Limits:
     """Server limits. Sizes in MB (10^6 bytes), times in seconds."""
 
     max_upload_mb: float = 50.0
-    max_faces: int = 200_000  # larger meshes are analysed on a decimated copy (by the pipeline)
+    max_faces: int = 1_000_000  # larger meshes are refused
     job_timeout: float = 300.0
     concurrency: int = 1  # jobs running at once; each is a process using up to one core
     queue_size: int = 8  # jobs waiting beyond the running ones; more are refused
@@ -123,6 +125,7 @@ def _job(conn, src: str, out_dir: str, options: dict) -> None:
     message)`` for a user error or ``("bug", message)`` for anything else.
     """
     from app import pipeline
+    from mesh3d.io import load
 
     def progress(stage: str, fraction: float) -> None:
         conn.send(("progress", stage, fraction))
@@ -131,10 +134,13 @@ def _job(conn, src: str, out_dir: str, options: dict) -> None:
     rig = rigging_available()
     glb = out / f"{options['stem']}{'_rigged' if rig else ''}.glb"
     try:
+        faces = len(load(src, up_axis=options["up_axis"]).mesh.faces)  # a quick look before the heavy steps
+        if faces > options["max_faces"]:
+            raise Mesh3DError(f"{src}: {faces:,} faces is over this server's limit of {options['max_faces']:,}; decimate the mesh first")
         if rig:
             report = pipeline.rig(
                 src, glb, skeleton=options["skeleton"], skin=options["skin"], motions=tuple(options["motions"]),
-                up_axis=options["up_axis"], max_faces=options["max_faces"], progress=progress,
+                up_axis=options["up_axis"], progress=progress,
             )
             mode = "rigged"
         elif options["motions"] and animating_available():  # an upload that is rigged already
@@ -194,6 +200,9 @@ class Jobs:
             raise Mesh3DError(f"{name}: unsupported file type {ext or '(none)'}; upload one of {', '.join(UPLOAD_FORMATS)}")
         if ext in FBX_FORMATS and not self.fbx:
             raise Mesh3DError(f"{name}: FBX needs Blender, which is not set up on this server; upload GLB, glTF, OBJ, PLY or STL instead")
+        for kind in ("skeleton", "skin"):  # only named methods: the pipeline would also read a skeleton file path
+            if options[kind] not in method_names(kind):
+                raise Mesh3DError(f"unknown {kind} method {options[kind]!r}; use one of {', '.join(method_names(kind))}")
         size = upload.stat().st_size
         if size > self.limits.max_upload_mb * 1e6:
             raise Mesh3DError(f"{name}: {size / 1e6:.1f} MB is over this server's limit of {self.limits.max_upload_mb:g} MB")

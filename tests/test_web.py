@@ -140,6 +140,8 @@ def test_job_adds_motions(jobs, rig_record, rig_mesh, tmp_path):
 
 
 def test_job_refusals_are_readable(jobs, tmp_path, rig_mesh):
+    with pytest.raises(Mesh3DError, match="unknown skeleton method '/etc/skeleton.json'"):
+        jobs.run(rig_mesh, dict(OPTIONS, skeleton="/etc/skeleton.json"))
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")
     with pytest.raises(Mesh3DError, match=r"notes\.txt: unsupported file type \.txt"):
@@ -168,6 +170,12 @@ def test_fbx_in_and_out_with_blender(jobs, rig_mesh, tmp_path):
     save(load(rig_mesh), fbx)
     result = jobs.run(fbx, OPTIONS)
     assert result["fbx"] and len(load(result["fbx"]).mesh.faces) == len(load(rig_mesh).mesh.faces)
+
+
+def test_face_cap(tmp_path, rig_mesh):
+    jobs = Jobs(tmp_path, Limits(max_faces=1000))
+    with pytest.raises(Mesh3DError, match=rf"{rig_mesh.name}: 1,\d{{3}} faces is over this server's limit of 1,000; decimate"):
+        jobs.run(rig_mesh, OPTIONS)
 
 
 def test_job_timeout_kills_the_job(tmp_path):
