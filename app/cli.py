@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from mesh3d import __version__
 from mesh3d.errors import Mesh3DError
@@ -36,8 +37,35 @@ def _cmd_convert(args) -> int:
 def _cmd_demo(args) -> int:
     from app.pipeline import demo
 
-    print(demo(args.output, seed=args.seed))
+    report = demo(args.output, seed=args.seed, progress=_progress_printer())
+    print(f"{report.joints} joints, motions {', '.join(report.motions)}", file=sys.stderr)
+    print(Path(args.output).resolve())
     return 0
+
+
+def _cmd_rig(args) -> int:
+    from app.pipeline import rig
+    from mesh3d.io.atomic import write_bytes_atomic
+
+    out = Path(args.output)
+    if args.format and out.suffix.lower() != f".{args.format}":
+        raise Mesh3DError(f"{out}: the output extension does not match --format {args.format}")
+    motions = [m for m in (args.motion or []) if m.lower() != "none"]
+    report = rig(args.input, out, skeleton=args.skeleton, skin=args.skin, motions=motions, up_axis=args.up, progress=_progress_printer())
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.report:
+        write_bytes_atomic(args.report, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    print(f"{out}: {report.joints} joints ({report.skeleton_method} skeleton, {report.skin_method} skin), "
+          f"{sum(report.timings.values()):.1f} s" + (f", motions {', '.join(report.motions)}" if report.motions else ""))
+    return 0
+
+
+def _progress_printer():
+    """A progress callback printing stage names to stderr when it is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda stage, fraction: print(f"  [{fraction:4.0%}] {stage}", file=sys.stderr)
 
 
 def _cmd_validate(args) -> int:
@@ -55,7 +83,7 @@ def _cmd_animate(args) -> int:
     report = animate(args.input, args.output, args.motion or [], motion_from=args.motion_from, mixamo_names=args.mixamo_names)
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    print(f"{args.output}: {', '.join(report.motions)} ({report.skeleton_method})")
+    print(f"{args.output}: {', '.join(report.motions)} (rig labelled as {report.notes.get('rig_kind', '?')})")
     return 0
 
 
@@ -113,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="out/demo.glb")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("rig", help="give any mesh a skeleton and skin weights (and optionally motions); writes a rigged GLB or FBX")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--skeleton", default="auto", help="auto | geometric | learned | PATH.json (joints, parents, names in the mesh's coordinates)")
+    p.add_argument("--skin", default="auto", choices=["auto", "geometric", "learned"])
+    p.add_argument("--motion", action="append", help="a motion to add (repeatable; see `mesh3d motions`), or none")
+    p.add_argument("--format", choices=["glb", "fbx"], help="output format (must match the output's extension)")
+    p.add_argument("--report", help="write a JSON report (timings per stage, joint count, methods, warnings)")
+    p.add_argument("--up", default=None, type=str.upper, help=up_help)
+    p.set_defaults(func=_cmd_rig)
 
     p = sub.add_parser("validate", help="check GLB/glTF files with the Khronos glTF-Validator")
     p.add_argument("files", nargs="+")

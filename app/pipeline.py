@@ -18,6 +18,8 @@ from mesh3d.io import load, save
 
 Progress = Callable[[str, float], None]
 
+SKIN_METHODS = ("auto", "geometric", "learned")
+
 
 @dataclass
 class Report:
@@ -33,6 +35,7 @@ class Report:
     skin_method: str = ""
     motions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,37 +83,98 @@ def animate(
     ``FILE:CLIP``, a clip of another rigged file retargeted onto this rig. A clip replaces an
     existing one of the same name. mixamo_names: rename a humanoid's joints to Mixamo names.
     """
+    if not motions and not motion_from:
+        raise Mesh3DError("nothing to do: give at least one --motion or --motion-from")
+    report = Report(str(src), str(dst))
+    stages = _Stages(report, progress, ["load", "animate", "export"])
+    asset = stages.run("load", load, src)
+    report.warnings += asset.warnings
+    if asset.skeleton is None or asset.skin is None:
+        raise Mesh3DError(f"{src} has no skeleton and skin: rig it first (mesh3d rig)")
+    asset = stages.run("animate", add_motions, asset, motions, motion_from, report, mixamo_names)
+    report.warnings += stages.run("export", save, asset, dst)
+    _count(report, asset)
+    return report
+
+
+def add_motions(asset: Asset, motions, motion_from: str | None = None, report: Optional[Report] = None, mixamo_names: bool = False) -> Asset:
+    """The rigged ``asset`` with one clip per motion name (and a retargeted ``FILE:CLIP``) added."""
     from dataclasses import replace
 
     from rigging.animate.chains import label_chains, rename_mixamo
     from rigging.animate.motions import make_motion
     from rigging.animate.retarget import retarget
 
-    if not motions and not motion_from:
-        raise Mesh3DError("nothing to do: give at least one --motion or --motion-from")
-    report = Report(str(src), str(dst))
-    stages = _Stages(report, progress, ["load", "label", "motions", "retarget", "export"])
-    asset = stages.run("load", load, src)
-    report.warnings += asset.warnings
-    if asset.skeleton is None or asset.skin is None:
-        raise Mesh3DError(f"{src} has no skeleton and skin: rig it first (mesh3d rig)")
-    labels = stages.run("label", label_chains, asset.skeleton, asset.mesh)
-    report.skeleton_method = f"labelled as {labels.kind}"
-    new = stages.run("motions", lambda: [make_motion(m, asset, labels) for m in motions])
+    labels = label_chains(asset.skeleton, asset.mesh)
+    new = [make_motion(m, asset, labels) for m in motions]
     if motion_from:
         path, sep, clip = str(motion_from).rpartition(":")
         if not sep or not path or not clip:
             raise Mesh3DError(f"--motion-from takes FILE:CLIP, got {motion_from!r}")
-        source = load(path)
-        new.append(stages.run("retarget", retarget, source, clip, asset, dst_labels=labels))
+        new.append(retarget(load(path), clip, asset, dst_labels=labels))
     names = {a.name for a in new}
     asset = replace(asset, animations=[a for a in asset.animations if a.name not in names] + new)
     if mixamo_names:
         asset = rename_mixamo(asset)
+    if report is not None:
+        report.motions = [a.name for a in new]
+        report.notes["rig_kind"] = labels.kind
+    return asset
+
+
+def rig(
+    src: str | Path,
+    dst: str | Path,
+    skeleton: str = "auto",
+    skin: str = "auto",
+    motions=(),
+    up_axis: str | None = None,
+    progress: Optional[Progress] = None,
+) -> Report:
+    """Rig ``src`` (any supported mesh) and write ``dst``: skeleton, skin weights, optional motions.
+
+    skeleton: ``auto`` | ``geometric`` | ``learned`` | path to a skeleton JSON file
+    (``{"joints": [[x, y, z], ...], "parents": [-1, 0, ...], "names": [...]}`` in the mesh's
+    coordinates, used as is). skin: ``auto`` | ``geometric`` | ``learned``. motions: names from
+    ``mesh3d motions``. The output keeps the input's coordinates and units.
+    """
+    report = Report(str(src), str(dst))
+    stages = _Stages(report, progress, ["load", "skeleton", "skin", "animate", "export"])
+    asset = stages.run("load", load, src, up_axis=up_axis)
+    report.warnings += asset.warnings
+    asset = rig_asset(asset, skeleton, skin, report, stages)
+    if motions:
+        asset = stages.run("animate", add_motions, asset, list(motions), None, report)
     report.warnings += stages.run("export", save, asset, dst)
-    report.motions = [a.name for a in new]
     _count(report, asset)
     return report
+
+
+def rig_asset(asset: Asset, skeleton: str = "auto", skin: str = "auto", report: Optional[Report] = None, stages: Optional["_Stages"] = None) -> Asset:
+    """``asset`` with a new skeleton and skin weights (any rig it had is replaced, clips dropped)."""
+    from dataclasses import replace
+
+    from rigging.skeleton.file import read_skeleton_json
+    from rigging.skeleton.geometric import geometric_skeleton
+    from rigging.skinning.geometric import geometric_skin
+
+    report = report if report is not None else Report("", "")
+    run = stages.run if stages else (lambda _name, fn, *a, **k: fn(*a, **k))
+    if skin not in SKIN_METHODS:
+        raise Mesh3DError(f"unknown skin method {skin!r}; use one of {', '.join(SKIN_METHODS)}")
+    if "learned" in (skeleton, skin):
+        raise Mesh3DError("learned rigging is not available in this version yet: use auto or geometric")
+    if skeleton in ("auto", "geometric"):
+        sk = run("skeleton", geometric_skeleton, asset.mesh)
+        report.skeleton_method = "geometric"
+    elif skeleton.lower().endswith(".json"):
+        sk = run("skeleton", read_skeleton_json, skeleton)
+        report.skeleton_method = "file"
+    else:
+        raise Mesh3DError(f"unknown skeleton method {skeleton!r}; use auto, geometric, learned or a .json skeleton file")
+    weights = run("skin", geometric_skin, asset.mesh, sk)
+    report.skin_method = "geometric"
+    return replace(asset, skeleton=sk, skin=weights, animations=[])
 
 
 def _count(report: Report, asset: Asset) -> None:
@@ -118,10 +182,18 @@ def _count(report: Report, asset: Asset) -> None:
     report.joints = len(asset.skeleton) if asset.skeleton is not None else 0
 
 
-def demo(out: str | Path = "out/demo.glb", seed: int = 0) -> Path:
-    """The built-in example: a procedurally generated creature with its skeleton and skin."""
+def demo(out: str | Path = "out/demo.glb", seed: int = 0, progress: Optional[Progress] = None) -> Report:
+    """The built-in example: a procedural creature's bare mesh, rigged and animated (walk, idle)."""
+    from dataclasses import replace
+
     from data_prep.procedural import make_creature
 
-    asset = make_creature("quadruped", seed)
-    save(asset, out)
-    return Path(out)
+    report = Report("procedural quadruped", str(out))
+    stages = _Stages(report, progress, ["load", "skeleton", "skin", "animate", "export"])
+    creature = stages.run("load", make_creature, "quadruped", seed)
+    asset = replace(creature, skeleton=None, skin=None, animations=[])
+    asset = rig_asset(asset, "auto", "auto", report, stages)
+    asset = stages.run("animate", add_motions, asset, ["walk", "idle"], None, report)
+    report.warnings += stages.run("export", save, asset, out)
+    _count(report, asset)
+    return report
