@@ -41,8 +41,6 @@ from mesh3d.io import FBX_FORMATS, GLTF_FORMATS
 # What the upload box offers; OFF is left out because browsers do not know it as a 3D type.
 UPLOAD_FORMATS = GLTF_FORMATS + (".obj", ".ply", ".stl") + FBX_FORMATS
 UP_AXES = ("Y", "Z", "-Y", "-Z", "X", "-X")
-CONVERT_ONLY = "convert only (rigging not available in this build)"
-ANIMATE_ONLY = "motions added to your rig (rigging not available in this build)"
 
 
 @dataclass
@@ -73,18 +71,6 @@ def _has_module(name: str) -> bool:
         return False
 
 
-def rigging_available() -> bool:
-    from app import pipeline
-
-    return hasattr(pipeline, "rig")
-
-
-def animating_available() -> bool:
-    from app import pipeline
-
-    return hasattr(pipeline, "animate")
-
-
 def blender_available() -> bool:
     """FBX in and out needs Blender (mesh3d.io.blender, set up by `make blender`)."""
     if not _has_module("mesh3d.io.blender"):
@@ -95,8 +81,6 @@ def blender_available() -> bool:
 
 
 def motion_names() -> list[str]:
-    if not _has_module("rigging.animate.motions"):
-        return []
     from rigging.animate.motions import list_motions
 
     return [name for name, _description in list_motions()]
@@ -106,7 +90,7 @@ def method_names(kind: str) -> list[str]:
     """Skeleton or skin methods the pipeline offers (``auto`` first)."""
     from app import pipeline
 
-    return list(getattr(pipeline, f"{kind.upper()}_METHODS", ("auto",)))
+    return list(getattr(pipeline, f"{kind.upper()}_METHODS"))
 
 
 def safe_stem(name: str) -> str:
@@ -126,43 +110,29 @@ def _job(conn, src: str, out_dir: str, options: dict) -> None:
     """
     from app import pipeline
     from mesh3d.io import load
+    from rigging.animate.preview import preview
 
     def progress(stage: str, fraction: float) -> None:
         conn.send(("progress", stage, fraction))
 
     out = Path(out_dir)
-    rig = rigging_available()
-    glb = out / f"{options['stem']}{'_rigged' if rig else ''}.glb"
+    glb = out / f"{options['stem']}_rigged.glb"
     try:
         faces = len(load(src, up_axis=options["up_axis"]).mesh.faces)  # a quick look before the heavy steps
         if faces > options["max_faces"]:
             raise Mesh3DError(f"{src}: {faces:,} faces is over this server's limit of {options['max_faces']:,}; decimate the mesh first")
-        if rig:
-            report = pipeline.rig(
-                src, glb, skeleton=options["skeleton"], skin=options["skin"], motions=tuple(options["motions"]),
-                up_axis=options["up_axis"], progress=progress,
-            )
-            mode = "rigged"
-        elif options["motions"] and animating_available():  # an upload that is rigged already
-            report = pipeline.animate(src, glb, list(options["motions"]), progress=progress)
-            mode = ANIMATE_ONLY
-        else:
-            report = pipeline.convert(src, glb, up_axis=options["up_axis"], progress=progress)
-            mode = CONVERT_ONLY
-        result = {"mode": mode, "report": report.to_dict(), "glb": str(glb), "fbx": None, "preview": None}
+        report = pipeline.rig(
+            src, glb, skeleton=options["skeleton"], skin=options["skin"], motions=tuple(options["motions"]),
+            up_axis=options["up_axis"], progress=progress,
+        )
+        fbx = None
         if options["fbx"]:
             progress("FBX export", 1.0)
-            fbx = glb.with_suffix(".fbx")
-            pipeline.convert(glb, fbx)
-            result["fbx"] = str(fbx)
-        if _has_module("rigging.animate.preview"):
-            from rigging.animate.preview import preview
-
-            progress("preview", 1.0)
-            png = out / f"{options['stem']}_preview.png"
-            preview(glb, png, animation=options["motions"][0] if options["motions"] else None)  # the user's motion
-            result["preview"] = str(png)
-        conn.send(("done", result))
+            fbx = str(pipeline.convert(glb, glb.with_suffix(".fbx")).output)
+        progress("preview", 1.0)
+        png = out / f"{options['stem']}_preview.png"
+        preview(glb, png, animation=options["motions"][0] if options["motions"] else None)  # the user's motion
+        conn.send(("done", {"report": report.to_dict(), "glb": str(glb), "fbx": fbx, "preview": str(png)}))
     except Mesh3DError as e:
         conn.send(("error", str(e)))
     except MemoryError:
@@ -181,10 +151,12 @@ class Jobs:
         self.work_dir, self.limits = Path(work_dir).resolve(), limits
         self.jobs_dir = self.work_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        # forkserver: jobs fork from a small clean process with the pipeline already imported,
-        # not from the threaded web server.
+        # forkserver: jobs fork from a small clean process with the pipeline and the rigging
+        # modules already imported, not from the threaded web server.
         self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["app.pipeline"])
+        self.ctx.set_forkserver_preload(
+            ["app.pipeline", "rigging.skeleton.geometric", "rigging.skinning.geometric", "rigging.animate.motions", "rigging.animate.preview"]
+        )
         self.fbx = blender_available()  # checked once: it starts Blender's Python
 
     def run(self, upload: str | Path, options: dict, progress: Optional[Callable[[str, float], None]] = None) -> dict:
@@ -277,11 +249,9 @@ class Jobs:
 
 
 def summary(result: dict) -> str:
-    """The result panel's Markdown: mode, counts, methods, motions, timings (s), warnings."""
+    """The result panel's Markdown: methods, counts, motions, timings (s), warnings."""
     r = result["report"]
-    lines = [f"**Mode:** {result['mode']}"]
-    if result["mode"] == "rigged":
-        lines.append(f"**Skeleton:** {r['skeleton_method'] or '-'} · **Skin:** {r['skin_method'] or '-'}")
+    lines = [f"**Skeleton:** {r['skeleton_method']} · **Skin:** {r['skin_method']}"]
     lines.append(f"**Joints:** {r['joints']} · **Vertices:** {r['vertices']:,} · **Faces:** {r['faces']:,}")
     if r["motions"]:
         lines.append(f"**Motions:** {', '.join(r['motions'])}")
@@ -295,11 +265,7 @@ def build(jobs: Jobs):
     """The Gradio Blocks of the app (call ``.launch`` through :func:`launch`)."""
     import gradio as gr
 
-    rig = rigging_available()
     fbx = jobs.fbx
-    motions = motion_names() if rig or animating_available() else []
-    motion_info = ("no motion library in this build" if not motions else None if rig
-                   else "for an upload that is rigged already (GLB, glTF)")
     formats = ", ".join(e.lstrip(".").upper() for e in UPLOAD_FORMATS if fbx or e not in FBX_FORMATS)
 
     def run(file, skeleton, skin, chosen_motions, up_axis, progress=gr.Progress()):
@@ -324,23 +290,19 @@ def build(jobs: Jobs):
     with gr.Blocks(title="mesh3d: rig & animate", analytics_enabled=False) as demo:
         gr.Markdown("# mesh3d\nUpload a mesh; get it back rigged and animated, as GLB" + (" and FBX." if fbx else "."))
         with gr.Tab("Rig & animate"):
-            if not rig:
-                gr.Markdown(f"**Note:** this build runs {CONVERT_ONLY}: your file is loaded and exported as GLB"
-                            + ("; motions can be added to an upload that is rigged already." if motions else "."))
             with gr.Row():
                 with gr.Column(scale=1):
                     file = gr.File(label=f"Mesh ({formats}; up to {jobs.limits.max_upload_mb:g} MB)", file_types=[e for e in UPLOAD_FORMATS if fbx or e not in FBX_FORMATS], type="filepath", elem_id="upload")
-                    skeleton = gr.Dropdown(method_names("skeleton"), value="auto", label="Skeleton method", interactive=rig)
-                    skin = gr.Dropdown(method_names("skin"), value="auto", label="Skin method", interactive=rig)
-                    motion = gr.Dropdown(motions, value=[], multiselect=True, label="Motions", interactive=bool(motions), elem_id="motions",
-                                         info=motion_info)
+                    skeleton = gr.Dropdown(method_names("skeleton"), value="auto", label="Skeleton method")
+                    skin = gr.Dropdown(method_names("skin"), value="auto", label="Skin method")
+                    motion = gr.Dropdown(motion_names(), value=[], multiselect=True, label="Motions", elem_id="motions")
                     up = gr.Dropdown([("as in the file", "auto")] + [(a, a) for a in UP_AXES], value="auto", label="Up axis",
                                      info="override when the model comes in lying down (OBJ, PLY, STL)")
                     start = gr.Button("Rig & animate", variant="primary", elem_id="start")
                 with gr.Column(scale=2):
                     viewer = gr.Model3D(label="Result", elem_id="viewer", height=420, clear_color=(0.94, 0.94, 0.96, 1.0),
                                           camera_position=(50, 70, None))  # a three-quarter view from slightly above
-                    preview = gr.Image(label="Preview", type="filepath", elem_id="preview", height=240, visible=_has_module("rigging.animate.preview"))
+                    preview = gr.Image(label="Skeleton over the mesh", type="filepath", elem_id="preview", height=240)
                     info = gr.Markdown(elem_id="summary")
                     with gr.Row():
                         glb_button = gr.DownloadButton("Download GLB", visible=False, elem_id="download-glb")

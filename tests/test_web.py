@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.web import (ANIMATE_ONLY, CONVERT_ONLY, Jobs, Limits, _has_module, blender_available, motion_names, rigging_available,
-                     safe_stem)
+from app.web import Jobs, Limits, _has_module, blender_available, safe_stem
 from mesh3d.asset import Asset
 from mesh3d.errors import Mesh3DError
 from mesh3d.io import load, save
@@ -107,36 +106,22 @@ def jobs(tmp_path_factory):
 OPTIONS = {"skeleton": "auto", "skin": "auto", "motions": [], "up_axis": None}
 
 
-def test_job_runs_pipeline_and_reports_stages(jobs, rig_mesh):
+def test_job_rigs_and_reports_stages(jobs, rig_mesh):
     stages = []
-    result = jobs.run(rig_mesh, OPTIONS, lambda stage, f: stages.append((stage, f)))
-    assert Path(result["glb"]).read_bytes()[:4] == b"glTF"
-    assert Path(result["glb"]).is_relative_to(jobs.jobs_dir)
-    assert result["report"]["faces"] > 0 and result["report"]["timings"]
-    assert stages[0] == ("load", 0.0) and stages[-1][0] in ("done", "preview", "FBX export")
-    if rigging_available():
-        assert result["mode"] == "rigged" and result["report"]["joints"] > 0
-    else:
-        assert result["mode"] == CONVERT_ONLY
+    result = jobs.run(rig_mesh, OPTIONS, lambda stage, f: stages.append(stage))
+    glb = Path(result["glb"])
+    assert glb.is_relative_to(jobs.jobs_dir) and glb.read_bytes()[:4] == b"glTF"
+    report = result["report"]
+    assert report["joints"] > 0 and report["skeleton_method"] == "geometric" and report["skin_method"] == "geometric"
+    assert list(report["timings"]) == ["load", "skeleton", "skin", "export"]
+    assert stages[:4] == ["load", "skeleton", "skin", "export"] and stages[-1] == "preview"
+    assert load(glb).skeleton is not None and Path(result["preview"]).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_job_adds_motions(jobs, rig_record, rig_mesh, tmp_path):
-    motions = motion_names()
-    if not motions:
-        pytest.skip("no motion library in this build")
-    chosen = ["idle" if "idle" in motions else motions[0]]  # a motion every kind of rig can do
-    options = dict(OPTIONS, motions=chosen)
-    if rigging_available():
-        result = jobs.run(rig_mesh, options)
-    else:  # motions go onto an upload that is rigged already; a bare mesh gets a clear refusal
-        upload = tmp_path / Path(rig_record.file).name
-        shutil.copy(rig_record.path, upload)
-        result = jobs.run(upload, options)
-        assert result["mode"] == ANIMATE_ONLY
-        with pytest.raises(Mesh3DError, match="no skeleton and skin"):
-            jobs.run(rig_mesh, options)
-    assert result["report"]["motions"] == chosen
-    assert chosen[0] in [a.name for a in load(result["glb"]).animations]
+def test_job_adds_motions(jobs, rig_mesh):
+    result = jobs.run(rig_mesh, dict(OPTIONS, motions=["idle"]))  # a motion every kind of rig can do
+    assert result["report"]["motions"] == ["idle"]
+    assert [a.name for a in load(result["glb"]).animations] == ["idle"]
 
 
 def test_job_refusals_are_readable(jobs, tmp_path, rig_mesh):
@@ -310,8 +295,8 @@ def test_browser_upload_rig_download(server, rig_mesh, tmp_path):
         page.goto(url, wait_until="networkidle")
         assert _run_job(page, rig_mesh)[:4] == b"glTF"
         summary = page.locator("#summary").inner_text()
-        assert "Joints:" in summary and "Timings:" in summary
-        assert (CONVERT_ONLY in summary) != rigging_available()
+        assert "Skeleton: geometric" in summary and "Joints:" in summary and "Timings:" in summary
+        assert page.locator("#preview img").get_attribute("src")  # the skeleton drawn over the mesh
         with page.expect_download() as download:
             page.locator("#download-glb").click()
         glb = tmp_path / download.value.suggested_filename
@@ -320,8 +305,7 @@ def test_browser_upload_rig_download(server, rig_mesh, tmp_path):
         report = validate_gltf([glb])[0]
         assert report["numErrors"] == 0, report
         result = load(glb)
-        if rigging_available():
-            assert result.skeleton is not None
+        assert result.skeleton is not None and result.skin is not None
         assert _viewer_moves(page) == bool(result.animations)  # a still mesh stays still
         OUT.mkdir(exist_ok=True)
         page.screenshot(path=str(OUT / "test_web_app.png"), full_page=True)
@@ -331,25 +315,22 @@ def test_browser_upload_rig_download(server, rig_mesh, tmp_path):
 
 
 def test_browser_viewer_plays_animation(server, rig_record, tmp_path):
-    """A rigged, animated upload comes back animated (with the chosen motion when the build has
-    motions), and the viewer plays it."""
+    """A rigged, animated upload comes back rigged anew with the chosen motion, which the viewer plays."""
     url, _, _ = server
-    motion = "idle" if "idle" in motion_names() else None
+    motion = "idle"
     upload = tmp_path / Path(rig_record.file).name
     shutil.copy(rig_record.path, upload)
     pw, browser = _browser()
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(url, wait_until="networkidle")
-        if motion:
-            page.locator("#motions input").fill(motion)
-            page.locator("#motions input").press("Enter")
+        page.locator("#motions input").fill(motion)
+        page.locator("#motions input").press("Enter")
         glb = tmp_path / "shown.glb"
         glb.write_bytes(_run_job(page, upload))
         clips = [a.name for a in load(glb).animations]
-        assert clips and (motion is None or motion in clips), clips
-        if motion:
-            assert f"Motions: {motion}" in page.locator("#summary").inner_text()
+        assert motion in clips, clips
+        assert f"Motions: {motion}" in page.locator("#summary").inner_text()
         assert _viewer_moves(page)
         OUT.mkdir(exist_ok=True)
         page.screenshot(path=str(OUT / "test_web_app_animated.png"), full_page=True)
