@@ -1,9 +1,10 @@
 """The mesh3d web app (Gradio): upload a mesh, get a rigged and animated asset back.
 
 ``mesh3d app [--host 127.0.0.1] [--port 7860]`` serves one tab, *Rig & animate*. The app adds no
-3D logic: each job is one call of :mod:`app.pipeline` (the same functions the CLI calls) made in a
-child process, so that a job can be stopped at its time limit and a crash or an out-of-memory kill
-costs one job, not the server.
+3D logic: each job is one call of :func:`app.pipeline.rig` (the function behind ``mesh3d rig``),
+then ``pipeline.convert`` to FBX when Blender is set up and ``rigging.animate.preview`` for the
+picture, made in a child process, so that a job can be stopped at its time limit and a crash or an
+out-of-memory kill costs one job, not the server.
 
 Limits and safety (all in :class:`Limits`):
 - uploads above ``max_upload_mb`` are refused by Gradio's upload route and again before a job runs;
