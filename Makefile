@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-slow install dev clean
+.PHONY: demo test test-slow install dev clean blender
 
 # The stamp is rebuilt when the package's requirements change.
 $(VENV)/.installed: pyproject.toml
@@ -25,10 +25,28 @@ dev: $(VENV)/.dev
 demo: $(VENV)/.installed
 	$(VENV)/bin/mesh3d demo -o out/demo.glb
 
-test: $(VENV)/.dev
+# --- Blender: bpy (Blender as a Python module) reads and writes FBX and checks our GLBs import into
+# real Blender. It pins Python 3.11 and numpy<2, so it lives in its own venv, used only through
+# subprocesses (mesh3d/io/blender.py).
+BLENDER_VENV := .venv-blender
+# X11/GL client libraries bpy links even when headless; a bare Debian lacks them.
+BLENDER_APT := libx11-6 libxrender1 libxfixes3 libxi6 libxkbcommon0 libsm6 libgl1 libxext6
+
+$(BLENDER_VENV)/.installed:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Blender's bpy needs Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(BLENDER_VENV)
+	$(BLENDER_VENV)/bin/python -m pip --disable-pip-version-check -q install bpy==5.0.1
+	$(BLENDER_VENV)/bin/python -c "import bpy" 2>/dev/null || { apt-get update && apt-get install -y --no-install-recommends $(BLENDER_APT); }
+	$(BLENDER_VENV)/bin/python -c "import bpy; print('Blender', bpy.app.version_string, 'ready')"
+	touch $@
+
+blender: $(BLENDER_VENV)/.installed
+# --- end Blender
+
+test: $(VENV)/.dev $(BLENDER_VENV)/.installed
 	$(PY) -m pytest -q
 
-test-slow: $(VENV)/.dev
+test-slow: $(VENV)/.dev $(BLENDER_VENV)/.installed
 	$(PY) -m pytest -q -m slow
 
 clean:

@@ -34,6 +34,27 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_batch(args) -> int:
+    from app.batch import run_batch
+
+    given = {"up_axis": args.up, "skeleton": args.skeleton, "skin": args.skin, "motions": args.motion,
+             "motion_from": args.motion_from, "mixamo_names": args.mixamo_names or None}
+    try:
+        summary = run_batch(
+            args.in_dir, args.out_dir, args.task, {k: v for k, v in given.items() if v is not None}, fmt=args.format,
+            jobs=args.jobs, timeout=args.timeout, max_memory=args.max_memory, report=args.report,
+            overwrite=args.overwrite, ray=args.ray,
+        )
+    except KeyboardInterrupt:
+        print("mesh3d batch: stopped; run the same command again to resume", file=sys.stderr)
+        raise
+    for r in summary.records:
+        if r["status"] == "failed":
+            print(f"failed: {r['error']}", file=sys.stderr)
+    print(summary.format())
+    return 2 if summary.failed else 0
+
+
 def _cmd_demo(args) -> int:
     from app.pipeline import demo
 
@@ -102,7 +123,7 @@ def _cmd_preview(args) -> int:
     return 0
 
 
-BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip", "tokenizers": "mesh3d.tokenizers.bench"}
+BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip", "tokenizers": "mesh3d.tokenizers.bench", "batch": "app.batch_bench"}
 
 
 def _cmd_bench(args) -> int:
@@ -136,6 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     p.add_argument("--up", default=None, type=str.upper, help=up_help)
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("batch", help="run one task over every supported file of a folder tree, in parallel, resumable, with a JSON-lines report")
+    p.add_argument("in_dir", metavar="IN_DIR")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="outputs mirror IN_DIR's folders here")
+    p.add_argument("--task", default="convert", choices=["convert", "rig", "animate", "remesh", "generate"])
+    p.add_argument("--format", default=None, help="output format, e.g. glb, obj, fbx (default glb)")
+    p.add_argument("--up", default=None, type=str.upper, help=up_help)
+    p.add_argument("--skeleton", default=None, help="rig: skeleton method")
+    p.add_argument("--skin", default=None, help="rig: skinning method")
+    p.add_argument("--motion", action="append", help="rig/animate: a motion from `mesh3d motions`; repeat for several")
+    p.add_argument("--motion-from", metavar="FILE.glb:CLIP", help="animate: retarget clip CLIP of another rigged file onto each input")
+    p.add_argument("--mixamo-names", action="store_true", help="animate: rename a humanoid's joints to Mixamo names")
+    p.add_argument("--jobs", type=int, default=None, help="local worker processes (default: CPU cores; with --ray, Ray schedules one CPU per input)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per input before it is stopped and reported (0: none; default 600)")
+    p.add_argument("--max-memory", type=float, default=None, metavar="GIB", help="address-space cap per worker in GiB (default: RAM / jobs; 0: none)")
+    p.add_argument("--report", default=None, help="JSON-lines report (default OUT_DIR/batch-report.jsonl); resuming reads it")
+    p.add_argument("--overwrite", action="store_true", help="run every input again and replace existing outputs")
+    p.add_argument("--ray", default=None, metavar="ADDRESS", help="run on Ray: auto (this machine's cluster), local (start one here) or host:port")
+    p.set_defaults(func=_cmd_batch)
 
     p = sub.add_parser("demo", help="run the main job on a built-in example")
     p.add_argument("-o", "--output", default="out/demo.glb")

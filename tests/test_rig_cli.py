@@ -72,3 +72,22 @@ def test_demo_rigs_and_animates_the_builtin_creature(tmp_path):
     asset = load(tmp_path / "demo.glb")
     assert asset.skeleton is not None and {"walk", "idle"} <= {a.name for a in asset.animations}
     validator_ok(tmp_path / "demo.glb")
+
+
+def test_generated_rig_imports_into_blender_with_bones_along_the_limbs(tmp_path):
+    from mesh3d.io.blender import blender_available, inspect_with_blender
+
+    require(blender_available(), "Blender not set up (make blender)")
+    assert run_cli("demo", "-o", tmp_path / "demo.glb").returncode == 0
+    asset = load(tmp_path / "demo.glb")
+    info = inspect_with_blender(tmp_path / "demo.glb")
+    (arm,) = info["armatures"]
+    assert arm["bone_count"] == len(asset.skeleton) and not arm["near_zero_bones"]
+    assert sorted(a["name"] for a in info["actions"]) == sorted(a.name for a in asset.animations)
+    heads, tails, parents = np.array(arm["heads"]), np.array(arm["tails"]), arm["parents"]
+    names = arm["bone_names"]
+    for i, name in enumerate(names):
+        kids = [j for j, p in enumerate(parents) if p == name]
+        if len(kids) == 1 and np.linalg.norm(heads[kids[0]] - heads[i]) > 1e-6:
+            to_child, bone = heads[kids[0]] - heads[i], tails[i] - heads[i]
+            assert to_child @ bone / np.linalg.norm(to_child) / np.linalg.norm(bone) > 0.999, name
