@@ -306,6 +306,13 @@ def test_browser_upload_rig_download(server, rig_mesh, tmp_path):
         assert report["numErrors"] == 0, report
         result = load(glb)
         assert result.skeleton is not None and result.skin is not None
+        if blender_available():  # the server sees the same Blender set-up as this test
+            with page.expect_download() as download:
+                page.locator("#download-fbx").click()
+            assert download.value.suggested_filename.endswith(".fbx")
+            assert Path(download.value.path()).read_bytes()[:18] == b"Kaydara FBX Binary"
+        else:
+            assert page.locator("#download-fbx").is_hidden()
         assert _viewer_moves(page) == bool(result.animations)  # a still mesh stays still
         OUT.mkdir(exist_ok=True)
         page.screenshot(path=str(OUT / "test_web_app.png"), full_page=True)
