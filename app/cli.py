@@ -98,6 +98,20 @@ def _cmd_validate(args) -> int:
     return 0 if all(r["numErrors"] == 0 for r in reports) else 2
 
 
+# Models `mesh3d train NAME CONFIG` knows: NAME -> the Task class its config must name.
+TRAIN_TASKS = {"skeleton": "rigging.skeleton.learned:SkeletonTask"}
+
+
+def _cmd_train(args) -> int:
+    from mesh3d.nn.trainer import load_config, load_task, train
+
+    spec, options, cfg = load_config(args.config)
+    if spec != TRAIN_TASKS[args.model]:
+        raise Mesh3DError(f"{args.config}: task is {spec!r}, but `mesh3d train {args.model}` trains {TRAIN_TASKS[args.model]!r}")
+    train(load_task(spec, options), cfg, spec, options, stop_at=args.stop_at)
+    return 0
+
+
 def _cmd_animate(args) -> int:
     from app.pipeline import animate
 
@@ -196,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check GLB/glTF files with the Khronos glTF-Validator")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("train", help="train a learned model from a config file (resumes from its checkpoint)")
+    p.add_argument("model", choices=sorted(TRAIN_TASKS))
+    p.add_argument("config", help="TOML or JSON: task, [task_options], [train] (see mesh3d.nn.trainer)")
+    p.add_argument("--stop-at", type=int, default=None, help="checkpoint and stop after this step")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("animate", help="add named animations (motions, or a clip retargeted from another rig) to a rigged GLB")
     p.add_argument("input", help="rigged GLB/glTF")

@@ -108,7 +108,7 @@ def test_procedural_creatures_are_labelled_as_their_kind():
             assert label_chains(a.skeleton, a.mesh).kind == label, (kind, seed)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("rigging.skeleton") is None, reason="rigging.skeleton.geometric not in this checkout")
+@pytest.mark.skipif(importlib.util.find_spec("rigging.skeleton.geometric") is None, reason="rigging.skeleton.geometric not in this checkout")
 def test_geometric_rigs_are_labelled_like_the_artist_rigs(rigs):
     from rigging.skeleton.geometric import geometric_skeleton
 
