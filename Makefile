@@ -59,3 +59,13 @@ node_modules/.installed: package-lock.json
 	touch $@
 
 test test-slow: node_modules/.installed
+
+# Headless Chromium for the web app's browser tests (tests/test_web.py): Debian's package, driven by
+# Playwright, which cannot download browsers of its own here. Installing needs root and apt-get;
+# without them the browser tests are skipped with a loud message (and fail in CI).
+.PHONY: chromium
+chromium:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q chromium; } || \
+		echo "!!!!! WARNING: could not install chromium (needs root and apt-get): the web app's browser tests will be SKIPPED !!!!!"
+
+test test-slow: chromium

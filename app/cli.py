@@ -146,6 +146,14 @@ def _cmd_bench(args) -> int:
     return importlib.import_module(BENCHMARKS[args.name]).main(args.args)
 
 
+def _cmd_app(args) -> int:
+    from app.web import Limits, launch
+
+    limits = Limits(args.max_upload_mb, args.max_faces, args.job_timeout, args.concurrency, args.queue_size, args.file_ttl)
+    launch(args.host, args.port, limits, args.work_dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mesh3d", description="Turn 3D shapes into clean, rigged and animated assets.")
     parser.add_argument("--version", action="version", version=f"mesh3d {__version__}")
@@ -232,6 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=sorted(BENCHMARKS))
     p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own options (see `mesh3d bench NAME --help`)")
     p.set_defaults(func=_cmd_bench)
+
+    from app.web import Limits
+
+    d = Limits()
+    p = sub.add_parser("app", help="serve the web app (upload a mesh, get a rigged and animated asset back)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="largest upload, MB")
+    p.add_argument("--max-faces", type=int, default=d.max_faces, help="larger meshes are refused")
+    p.add_argument("--job-timeout", type=float, default=d.job_timeout, help="seconds before a job is stopped")
+    p.add_argument("--concurrency", type=int, default=d.concurrency, help="jobs running at once")
+    p.add_argument("--queue-size", type=int, default=d.queue_size, help="jobs waiting; more are refused")
+    p.add_argument("--file-ttl", type=float, default=d.file_ttl, help="seconds before uploads and results are deleted")
+    p.add_argument("--work-dir", default=None, help="the one folder the app writes to (default: a new temporary folder)")
+    p.set_defaults(func=_cmd_app)
     return parser
 
 

@@ -18,6 +18,7 @@ from mesh3d.io import load, save
 
 Progress = Callable[[str, float], None]
 
+SKELETON_METHODS = ("auto", "geometric", "learned")  # or a skeleton JSON file (see rig)
 SKIN_METHODS = ("auto", "geometric", "learned")
 
 
