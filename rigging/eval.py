@@ -1,4 +1,4 @@
-"""Rig evaluation: the skeleton metrics of RigNet / Puppeteer.
+"""Rig evaluation: the skeleton and skinning metrics of RigNet / Puppeteer, and deformation error.
 
 All distances are measured after normalising by the *ground-truth mesh's* bounding box (centred,
 longest side 1, so coordinates lie in [-0.5, 0.5]) and reported x100, as the papers do:
@@ -6,6 +6,10 @@ longest side 1, so coordinates lie in [-0.5, 0.5]) and reported x100, as the pap
 * CD-J2J: symmetric chamfer distance between the two joint sets;
 * CD-J2B: joints of each skeleton to points sampled on the other's bones, averaged both ways;
 * CD-B2B: symmetric chamfer distance between the bone samples.
+
+Skinning is judged with the ground-truth skeleton given (L1, precision and recall of the set of
+influencing joints) and by deformation: the ground-truth clips pose the mesh with the predicted
+and with the ground-truth weights, and the vertex distance is reported in % of the bbox diagonal.
 
 Bones are sampled every ``BONE_STEP`` (ends included) and joints closer than ``MERGE_DISTANCE`` are
 merged first. Only ground-truth joints that carry skin weight count (helpers such as IK targets or
@@ -22,12 +26,17 @@ from scipy.sparse.csgraph import connected_components
 from scipy.sparse import coo_matrix
 from scipy.spatial import cKDTree
 
-from mesh3d.asset import Mesh, Skeleton, Skin
+from mesh3d.asset import Asset, Mesh, Skeleton, Skin, forward_kinematics, linear_blend_skinning
 from mesh3d.errors import Mesh3DError
 from mesh3d.geometry.normalize import normalize_unit_cube
 
 BONE_STEP = 0.005
 MERGE_DISTANCE = 0.0025
+# A joint influences a vertex when its weight exceeds this (RigNet's precision/recall threshold).
+INFLUENCE = 1e-4
+# Frames sampled per clip for the deformation error (evenly spread, ends included).
+POSE_FRAMES = 4
+SKIN_METHODS = ("geometric", "blender")
 
 
 def normalised_skeleton(
@@ -120,24 +129,91 @@ def skeleton_metrics(pred: Skeleton, gt: Skeleton, gt_mesh: Mesh, gt_skin: Optio
     }
 
 
-def skin_l1(pred: Skin, gt: Skin, num_joints: int) -> float:
-    """Mean over vertices of sum_j |pred_j - gt_j| (0 = identical, 2 = disjoint)."""
-    return float(np.abs(pred.dense(num_joints) - gt.dense(num_joints)).sum(1).mean())
+def skin_l1(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean over vertices of sum_j |pred_j - gt_j| for dense (V, J) weights (0 = identical, 2 = disjoint)."""
+    return float(np.abs(pred - gt).sum(1).mean())
 
 
-def evaluate_rig(path) -> dict:
+def skin_precision_recall(pred: np.ndarray, gt: np.ndarray, threshold: float = INFLUENCE) -> tuple[float, float]:
+    """Precision and recall of the joints influencing each vertex, averaged over vertices.
+
+    pred, gt: dense (V, J) weights; joint j influences vertex v when its weight is above
+    ``threshold``. Per vertex, precision = |pred & gt| / |pred| and recall = |pred & gt| / |gt|;
+    a vertex with no predicted influence (a skinning failure) has precision 0.
+    """
+    p, g = pred > threshold, gt > threshold
+    both = (p & g).sum(1)
+    precision = np.divide(both, p.sum(1), out=np.zeros(len(p)), where=p.any(1))
+    recall = np.divide(both, g.sum(1), out=np.ones(len(g)), where=g.any(1))
+    return float(precision.mean()), float(recall.mean())
+
+
+def deformation_error(asset: Asset, pred: np.ndarray, frames_per_clip: int = POSE_FRAMES) -> tuple[float, float]:
+    """Mean and max vertex distance (% of the mesh's bbox diagonal) between the mesh posed with
+    ``pred`` (dense (V, J) weights) and with the asset's own weights, over ``frames_per_clip``
+    frames of each of its clips. Unweighted vertices stay at rest, as in Blender; (nan, nan)
+    without clips."""
+    if not asset.animations:
+        return float("nan"), float("nan")
+    k = max(1, int((pred > 0).sum(1).max()))
+    indices = np.argsort(-pred, axis=1, kind="stable")[:, :k]
+    weights = np.take_along_axis(pred, indices, 1)
+    rest = asset.mesh.vertices * (1 - weights.sum(1, keepdims=True))
+    bind = asset.skeleton.bind_matrices()
+    diagonal = float(np.linalg.norm(np.ptp(asset.mesh.vertices, axis=0)))
+    dists = []
+    for anim in asset.animations:
+        frames = np.unique(np.linspace(0, len(anim.translations) - 1, frames_per_clip).round().astype(int))
+        gt = asset.posed_vertices(anim, frames)
+        world = forward_kinematics(asset.skeleton.parents, anim.translations[frames], anim.rotations[frames], anim.scales[frames])
+        posed = linear_blend_skinning(asset.mesh.vertices, bind, world, indices, weights) + rest
+        dists.append(np.linalg.norm(np.asarray(posed) - np.asarray(gt), axis=-1).ravel())
+    d = 100 * np.concatenate(dists) / diagonal
+    return float(d.mean()), float(d.max())
+
+
+def predict_skin(asset: Asset, method: str) -> np.ndarray:
+    """Dense (V, J) weights for the asset's mesh on its own skeleton by ``method``
+    (``geometric``: ours; ``blender``: Blender's bone heat, rows of 0 where it failed)."""
+    if method == "geometric":
+        from rigging.skinning.geometric import geometric_skin
+
+        return geometric_skin(asset.mesh, asset.skeleton).dense(len(asset.skeleton))
+    if method == "blender":
+        from mesh3d.io.blender import bone_heat_with_blender
+
+        return bone_heat_with_blender(asset.mesh, asset.skeleton, asset.skin)
+    raise Mesh3DError(f"unknown skinning method {method!r}; use one of {', '.join(SKIN_METHODS)}")
+
+
+def skin_metrics(asset: Asset, pred: np.ndarray) -> dict:
+    """Skinning and deformation metrics of dense (V, J) weights against the asset's own."""
+    gt = asset.skin.dense(len(asset.skeleton))
+    precision, recall = skin_precision_recall(pred, gt)
+    mean, worst = deformation_error(asset, pred)
+    return {
+        "skin_l1": skin_l1(pred, gt),
+        "skin_precision": precision,
+        "skin_recall": recall,
+        "deform_mean": mean,
+        "deform_max": worst,
+        "unweighted": int((pred.sum(1) == 0).sum()),
+    }
+
+
+def evaluate_rig(path, skin: str = "geometric") -> dict:
     """One row of the geometric rigger against a rigged file's ground truth.
 
-    Skeleton metrics compare our skeleton with the file's; the skin L1 compares our weights,
-    computed on the file's own skeleton, with the file's weights. Times in seconds. A failure is
-    recorded in ``error`` instead of raising.
+    Skeleton metrics compare our skeleton with the file's; the skinning metrics compare weights by
+    ``skin`` (see :func:`predict_skin`), computed on the file's own skeleton, with the file's.
+    Times in seconds. A failure is recorded in ``error`` instead of raising; vertices the skinning
+    left without weight are counted in ``unweighted`` (Blender's bone heat failures).
     """
     from mesh3d.io import load
     from rigging.skeleton.geometric import geometric_skeleton
-    from rigging.skinning.geometric import geometric_skin
 
     asset = load(path)
-    row = {"file": str(path), "faces": len(asset.mesh.faces), "gt_joints": int(weighted_joints(asset.skin, len(asset.skeleton)).sum())}
+    row = {"file": str(path), "faces": len(asset.mesh.faces), "vertices": len(asset.mesh.vertices), "gt_joints": int(weighted_joints(asset.skin, len(asset.skeleton)).sum())}
     try:
         t = time.perf_counter()
         skeleton = geometric_skeleton(asset.mesh)
@@ -145,20 +221,24 @@ def evaluate_rig(path) -> dict:
         row["joints"] = len(skeleton)
         row.update(skeleton_metrics(skeleton, asset.skeleton, asset.mesh, asset.skin))
         t = time.perf_counter()
-        skin = geometric_skin(asset.mesh, asset.skeleton)
+        pred = predict_skin(asset, skin)
         row["skin_s"] = time.perf_counter() - t
-        row["skin_l1"] = skin_l1(skin, asset.skin, len(asset.skeleton))
+        row.update(skin_metrics(asset, pred))
     except Exception as e:  # the harness counts failures rather than stopping at the first
         row["error"] = f"{type(e).__name__}: {e}"
     return row
 
 
+SUMMARY_KEYS = ["cd_j2j", "cd_j2b", "cd_b2b", "skin_l1", "skin_precision", "skin_recall", "deform_mean", "deform_max", "skeleton_s", "skin_s", "joints"]
+
+
 def summarise(rows: list[dict]) -> dict:
-    """Means of every numeric metric over the rows without errors, and the failure count."""
+    """Means of every numeric metric over the rows without errors (``deform_max``: the worst),
+    the failure count (errors) and the assets with unweighted vertices."""
     ok = [r for r in rows if "error" not in r]
-    keys = ["cd_j2j", "cd_j2b", "cd_b2b", "skin_l1", "skeleton_s", "skin_s", "joints"]
-    out = {k: float(np.mean([r[k] for r in ok])) if ok else float("nan") for k in keys}
-    out.update(assets=len(rows), failures=len(rows) - len(ok))
+    out = {k: float(np.nanmean([r[k] for r in ok])) if ok else float("nan") for k in SUMMARY_KEYS}
+    out["deform_max"] = float(np.nanmax([r["deform_max"] for r in ok])) if ok else float("nan")
+    out.update(assets=len(rows), failures=len(rows) - len(ok), assets_with_unweighted=sum(r["unweighted"] > 0 for r in ok))
     return out
 
 
@@ -201,41 +281,71 @@ def benchmark(min_faces: int, source: str = "modular_women/Worker.glb") -> dict:
     }
 
 
+def print_row(row: dict) -> None:
+    """One line per asset: skeleton, skinning and deformation figures, or the failure."""
+    if "error" in row:
+        print(f"{row['file']:<44} FAILED {row['error']}", flush=True)
+        return
+    print(
+        f"{row['file']:<44} J {row['joints']:2d}/{row['gt_joints']:2d}  J2J {row['cd_j2j']:5.2f}  J2B {row['cd_j2b']:5.2f}"
+        f"  B2B {row['cd_b2b']:5.2f}  L1 {row['skin_l1']:.3f}  P {row['skin_precision']:.3f}  R {row['skin_recall']:.3f}"
+        f"  def {row['deform_mean']:.3f}/{row['deform_max']:.2f}%  unw {row['unweighted']:5d}  skin {row['skin_s']:.2f}s",
+        flush=True,
+    )
+
+
+def print_summary(summaries: dict) -> None:
+    """A table with one line per skinning method."""
+    cols = ["assets", "failures", "assets_with_unweighted"] + SUMMARY_KEYS
+    print("method     " + " ".join(f"{c:>14}" for c in cols))
+    for method, s in summaries.items():
+        print(f"{method:<10} " + " ".join(f"{s[c]:>14.3f}" if isinstance(s[c], float) else f"{s[c]:>14}" for c in cols))
+
+
 def main(argv: Optional[list[str]] = None) -> None:
-    """``python -m rigging.eval [--split dev|train|all] [--out REPORT.json]`` evaluates the
-    geometric rigger on the shared rigs and prints a table; ``--bench FACES`` instead prints the
+    """``python -m rigging.eval [--split dev|train|all | --data DIR] [--skin geometric|blender|both]
+    [--out REPORT.json]`` evaluates the geometric rigger (and/or Blender's bone heat weights) on
+    rigged GLBs and prints per-asset rows and a summary table; ``--bench FACES`` instead prints the
     speed and peak memory of rigging a mesh of at least FACES faces."""
     import argparse
     import json
+    from pathlib import Path
 
     from data_prep import corpus
 
     parser = argparse.ArgumentParser(prog="python -m rigging.eval", description=main.__doc__)
-    parser.add_argument("--split", default="dev", choices=["dev", "train", "all"])
+    parser.add_argument("--split", default="dev", choices=["dev", "train", "all"], help="shared rigs of this split (default dev)")
+    parser.add_argument("--data", type=Path, help="evaluate every .glb in this folder instead of the shared rigs")
+    parser.add_argument("--skin", default="both", choices=[*SKIN_METHODS, "both"], help="skinning method(s) on the GT skeleton (default both)")
     parser.add_argument("--out", help="write the rows and summary as JSON here")
     parser.add_argument("--bench", type=int, metavar="FACES", help="benchmark instead of evaluating")
     args = parser.parse_args(argv)
     if args.bench:
         print(json.dumps(benchmark(args.bench), indent=1))
         return
-    rows = []
-    for r in corpus.records("rig", None if args.split == "all" else args.split):
-        row = evaluate_rig(r.path)
-        row["file"] = r.file
-        rows.append(row)
-        if "error" in row:
-            print(f"{r.file:<60} FAILED {row['error']}", flush=True)
-        else:
-            print(
-                f"{r.file:<60} J {row['joints']:2d}/{row['gt_joints']:2d}  J2J {row['cd_j2j']:6.2f}  J2B {row['cd_j2b']:6.2f}"
-                f"  B2B {row['cd_b2b']:6.2f}  skinL1 {row['skin_l1']:.3f}  {row['skeleton_s'] + row['skin_s']:.2f}s",
-                flush=True,
-            )
-    summary = summarise(rows)
-    print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    if args.data is not None:
+        if not args.data.is_dir():
+            raise Mesh3DError(f"{args.data}: not a folder of rigged GLB files")
+        files = [(p.name, p) for p in sorted(args.data.glob("*.glb"))]
+    else:
+        files = [(r.file, r.path) for r in corpus.records("rig", None if args.split == "all" else args.split)]
+    if not files:
+        raise Mesh3DError("no rigged files to evaluate (set MESH3D_DATA to the shared data, or pass --data DIR)")
+    methods = list(SKIN_METHODS) if args.skin == "both" else [args.skin]
+    report = {}
+    for method in methods:
+        print(f"== skin: {method}", flush=True)
+        rows = []
+        for name, path in files:
+            row = evaluate_rig(path, method)
+            row["file"] = name
+            rows.append(row)
+            print_row(row)
+        report[method] = {"rows": rows, "summary": summarise(rows)}
+    print_summary({m: r["summary"] for m, r in report.items()})
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"rows": rows, "summary": summary}, f, indent=1)
+            json.dump(report, f, indent=1)
 
 
 if __name__ == "__main__":

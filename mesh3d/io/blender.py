@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from mesh3d.asset import Asset
+from mesh3d.asset import Asset, Mesh, Skeleton, Skin
 from mesh3d.errors import Mesh3DError
 from mesh3d.io.gltf_read import read_gltf
 from mesh3d.io.gltf_write import write_glb
@@ -179,6 +179,42 @@ def write_fbx(asset: Asset, path, timeout: float = DEFAULT_TIMEOUT) -> None:
         glb = Path(tmp) / f"{path.stem}.glb"
         write_glb(asset, glb)
         _convert(glb, path, timeout, what=f"{path.name}: writing FBX")
+
+
+def bone_heat_with_blender(mesh: Mesh, skeleton: Skeleton, skin: Skin, timeout: float = DEFAULT_TIMEOUT) -> np.ndarray:
+    """Blender's automatic weights (bone heat) for ``mesh`` on ``skeleton``: the baseline for our skinning.
+
+    ``skin`` is any valid skin (e.g. the ground truth): it only makes the temporary GLB a rigged
+    file Blender imports with its armature; Blender clears it before weighting. Blender's glTF
+    import may reorder or split vertices, so its vertices are matched back to ours by position
+    (coincident vertices get the same weights). Returns dense (V, J) weights normalised per vertex,
+    all of Blender's influences kept; a vertex Blender left unweighted (bone heat "failed to find
+    solution for one or more bones") has an all-zero row, which a :class:`Skin` cannot hold.
+    """
+    with tempfile.TemporaryDirectory(prefix="mesh3d-boneheat-") as tmp:
+        glb, reply = Path(tmp) / "rig.glb", Path(tmp) / "reply.json"
+        write_glb(Asset(mesh=mesh, skeleton=skeleton, skin=skin), glb)
+        _run({"op": "bone_heat", "src": str(glb), "reply": str(reply)}, "Blender bone heat", timeout)
+        found = json.loads(reply.read_text())["meshes"]
+    joint = {n: j for j, n in enumerate(skeleton.names)}
+    positions, rows = [], []
+    for m in found:
+        positions += m["positions"]
+        rows += [[(joint[g], w) for g, w in zip(gs, ws) if g in joint] for gs, ws in zip(m["groups"], m["weights"])]
+    if not positions:
+        raise Mesh3DError("Blender bone heat: the imported file has no mesh")
+    # Blender's glTF import turns Y-up into Z-up: (x, y, z) -> (x, -z, y).
+    pos = np.asarray(positions, np.float64)[:, [0, 2, 1]] * [1, 1, -1]
+    from scipy.spatial import cKDTree
+
+    match = cKDTree(pos).query(mesh.vertices)[1]
+    dense = np.zeros((len(rows), len(skeleton)))
+    for v, r in enumerate(rows):
+        for j, w in r:
+            dense[v, j] += w
+    total = dense.sum(1, keepdims=True)
+    dense = np.divide(dense, total, out=np.zeros_like(dense), where=total > 0)
+    return dense[match]
 
 
 def compare_inspections(before: dict, after: dict) -> dict:

@@ -4,10 +4,12 @@ Usage: ``python blender_script.py REQUEST_JSON`` where the request is one of
 
     {"op": "inspect", "srcs": [PATH, ...], "reply": JSON_PATH}
     {"op": "convert", "src": PATH, "dst": PATH}
+    {"op": "bone_heat", "src": GLB_PATH, "reply": JSON_PATH}
 
 ``inspect`` imports each file in turn and writes a list of findings as JSON to ``reply`` (Blender
 prints its own chatter on stdout, so stdout cannot carry the answer). ``convert`` imports ``src``
-and exports ``dst`` (format from the extension). Each run starts from an empty factory-settings scene, so the user's Blender preferences
+and exports ``dst`` (format from the extension). ``bone_heat`` imports a rigged GLB, replaces its
+weights by Blender's automatic weights (bone heat) on the same armature and writes them to ``reply``. Each run starts from an empty factory-settings scene, so the user's Blender preferences
 and startup file never leak into results. Only the standard library and bpy/mathutils are used here:
 the Blender venv has neither torch nor mesh3d.
 """
@@ -237,6 +239,54 @@ def _fcurves(action, slot) -> list:
     ]
 
 
+def bone_heat_weights() -> dict:
+    """Blender's automatic weights (Ctrl+P > With Automatic Weights) for the imported meshes.
+
+    Every mesh loses its vertex groups and armature binding first, so only bone heat speaks, and
+    is merged by distance (1e-4 of its size) as a Blender user prepares a mesh for bone heat: the
+    seams glTF splits vertices at cut the surface into islands, and bone heat then fails outright.
+    Returns ``{"meshes": [{"name", "positions" (V, 3) world space, Blender's Z-up frame,
+    "groups": [[bone name, ...], ...] and "weights": [[w, ...], ...] per vertex}]}``; a vertex
+    Blender could not weight ("failed to find solution for one or more bones") has empty lists.
+    """
+    shapes = bone_shape_objects()
+    armatures = [o for o in bpy.context.scene.objects if o.type == "ARMATURE"]
+    if len(armatures) != 1:
+        raise ValueError(f"bone heat needs exactly one armature, the file has {len(armatures)}")
+    armature = armatures[0]
+    meshes = [o for o in bpy.context.scene.objects if o.type == "MESH" and o not in shapes]
+    out = []
+    for obj in meshes:
+        obj.vertex_groups.clear()
+        for mod in [m for m in obj.modifiers if m.type == "ARMATURE"]:
+            obj.modifiers.remove(mod)
+        # Unparent but keep the world transform, so positions below stay in world space.
+        world = obj.matrix_world.copy()
+        obj.parent = None
+        obj.matrix_world = world
+        bpy.ops.object.select_all(action="DESELECT")
+        obj.select_set(True)
+        bpy.context.view_layer.objects.active = obj
+        bpy.ops.object.mode_set(mode="EDIT")
+        bpy.ops.mesh.select_all(action="SELECT")
+        bpy.ops.mesh.remove_doubles(threshold=1e-4 * max(obj.dimensions))
+        bpy.ops.object.mode_set(mode="OBJECT")
+        bpy.ops.object.select_all(action="DESELECT")
+        obj.select_set(True)
+        armature.select_set(True)
+        bpy.context.view_layer.objects.active = armature
+        bpy.ops.object.parent_set(type="ARMATURE_AUTO")
+        names = [g.name for g in obj.vertex_groups]
+        mw = obj.matrix_world
+        out.append({
+            "name": obj.name,
+            "positions": [list(mw @ v.co) for v in obj.data.vertices],
+            "groups": [[names[g.group] for g in v.groups if g.weight > 0.0] for v in obj.data.vertices],
+            "weights": [[g.weight for g in v.groups if g.weight > 0.0] for v in obj.data.vertices],
+        })
+    return {"meshes": out}
+
+
 def inspect_scene() -> dict:
     """What a Blender user would see after importing: armatures, meshes and actions."""
     scene = bpy.context.scene
@@ -263,6 +313,9 @@ def main() -> None:
             except Exception as exc:  # name the file: a batch holds many
                 raise RuntimeError(f"{Path(src).name}: {one_line(exc)}") from exc
         Path(request["reply"]).write_text(json.dumps(found))
+    elif request["op"] == "bone_heat":
+        import_file(Path(request["src"]))
+        Path(request["reply"]).write_text(json.dumps(bone_heat_weights()))
     elif request["op"] == "convert":
         import_file(Path(request["src"]))
         export_file(Path(request["dst"]))
