@@ -146,6 +146,13 @@ def _cmd_bench(args) -> int:
     return importlib.import_module(BENCHMARKS[args.name]).main(args.args)
 
 
+def _cmd_eval(args) -> int:
+    from rigging.eval import main as eval_rig
+
+    eval_rig(args.args)
+    return 0
+
+
 def _cmd_app(args) -> int:
     from app.web import Limits, launch
 
@@ -240,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=sorted(BENCHMARKS))
     p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own options (see `mesh3d bench NAME --help`)")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("eval", help="evaluate rigging against rigged files (`mesh3d eval rig --help`)", add_help=False)
+    p.add_argument("what", choices=["rig"])
+    p.add_argument("args", nargs=argparse.REMAINDER, help="--data DIR | --split dev|train|all, --skin geometric|blender|both, --out REPORT.json")
+    p.set_defaults(func=_cmd_eval)
 
     from app.web import Limits
 

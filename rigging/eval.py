@@ -236,8 +236,14 @@ def summarise(rows: list[dict]) -> dict:
     """Means of every numeric metric over the rows without errors (``deform_max``: the worst),
     the failure count (errors) and the assets with unweighted vertices."""
     ok = [r for r in rows if "error" not in r]
-    out = {k: float(np.nanmean([r[k] for r in ok])) if ok else float("nan") for k in SUMMARY_KEYS}
-    out["deform_max"] = float(np.nanmax([r["deform_max"] for r in ok])) if ok else float("nan")
+
+    def over_rows(stat, key: str) -> float:
+        values = np.array([r[key] for r in ok], float)
+        values = values[~np.isnan(values)]  # deformation is nan for files without clips
+        return float(stat(values)) if len(values) else float("nan")
+
+    out = {k: over_rows(np.mean, k) for k in SUMMARY_KEYS}
+    out["deform_max"] = over_rows(np.max, "deform_max")
     out.update(assets=len(rows), failures=len(rows) - len(ok), assets_with_unweighted=sum(r["unweighted"] > 0 for r in ok))
     return out
 
@@ -303,7 +309,7 @@ def print_summary(summaries: dict) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """``python -m rigging.eval [--split dev|train|all | --data DIR] [--skin geometric|blender|both]
+    """``mesh3d eval rig`` (or ``python -m rigging.eval``) ``[--split dev|train|all | --data DIR] [--skin geometric|blender|both]
     [--out REPORT.json]`` evaluates the geometric rigger (and/or Blender's bone heat weights) on
     rigged GLBs and prints per-asset rows and a summary table; ``--bench FACES`` instead prints the
     speed and peak memory of rigging a mesh of at least FACES faces."""
@@ -313,7 +319,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     from data_prep import corpus
 
-    parser = argparse.ArgumentParser(prog="python -m rigging.eval", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="mesh3d eval rig", description=main.__doc__)
     parser.add_argument("--split", default="dev", choices=["dev", "train", "all"], help="shared rigs of this split (default dev)")
     parser.add_argument("--data", type=Path, help="evaluate every .glb in this folder instead of the shared rigs")
     parser.add_argument("--skin", default="both", choices=[*SKIN_METHODS, "both"], help="skinning method(s) on the GT skeleton (default both)")
