@@ -1,5 +1,5 @@
 """The geometric rigger: skeleton and skin on shared rigs, procedural limbs and degenerate inputs,
-and the skeleton metrics."""
+the skeleton and skinning metrics, and Blender's bone heat baseline."""
 
 from __future__ import annotations
 
@@ -10,7 +10,18 @@ from scipy.spatial import cKDTree
 
 from mesh3d.asset import Mesh, Skeleton, Skin
 from mesh3d.errors import Mesh3DError
-from rigging.eval import chamfer_b2b, chamfer_j2b, chamfer_j2j, normalised_skeleton, skeleton_metrics
+from mesh3d.io.blender import blender_available, bone_heat_with_blender
+from rigging.eval import (
+    POSE_FRAMES,
+    chamfer_b2b,
+    chamfer_j2b,
+    chamfer_j2j,
+    deformation_error,
+    normalised_skeleton,
+    skeleton_metrics,
+    skin_l1,
+    skin_precision_recall,
+)
 from rigging.skeleton.geometric import geometric_skeleton
 from rigging.skeleton.volume import voxelise
 from rigging.skinning.geometric import geometric_skin
@@ -192,3 +203,40 @@ def test_chamfer_metrics_on_known_skeletons():
     assert len(normalised_skeleton(doubled, mesh)[0]) == 2
     joints, bones = normalised_skeleton(chain, mesh, keep=np.array([True, False, True]))
     assert len(joints) == 2 and bones.tolist() == [[0, 1]]
+
+
+def test_skin_metrics_on_a_hand_made_case():
+    gt = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    pred = np.array([[1.0, 0.0, 0.0], [0.5, 0.25, 0.25], [0.0, 0.0, 0.0]])  # last vertex unweighted
+    assert skin_l1(pred, gt) == pytest.approx((0 + 0.5 + 1) / 3)
+    precision, recall = skin_precision_recall(pred, gt)
+    assert precision == pytest.approx((1 + 2 / 3 + 0) / 3)
+    assert recall == pytest.approx((1 + 1 + 0) / 3)
+
+
+def test_deformation_error_is_zero_for_the_true_weights_only(dev_assets):
+    asset = dev_assets["cute_fish_pack/Tetra.glb"]
+    gt = asset.skin.dense(len(asset.skeleton))
+    assert deformation_error(asset, gt) == pytest.approx((0.0, 0.0), abs=1e-6)
+    one_joint = np.zeros_like(gt)
+    one_joint[:, 0] = 1  # everything on the root: the tail no longer bends
+    mean, worst = deformation_error(asset, one_joint)
+    assert 0 < mean <= worst
+    # An unweighted vertex stays at rest, as in Blender, instead of collapsing to the origin.
+    moved = max(
+        np.linalg.norm(asset.posed_vertices(a, np.unique(np.linspace(0, len(a.translations) - 1, POSE_FRAMES).round().astype(int))) - asset.mesh.vertices, axis=-1).max()
+        for a in asset.animations
+    )
+    diagonal = np.linalg.norm(np.ptp(asset.mesh.vertices, axis=0))
+    assert deformation_error(asset, np.zeros_like(gt))[1] == pytest.approx(100 * moved / diagonal)
+
+
+@pytest.mark.skipif(not blender_available(), reason="Blender venv not set up (`make blender`)")
+def test_blender_bone_heat_maps_back_to_our_vertices(dev_assets):
+    # This fish was weighted with Blender's bone heat by its author: a wrong vertex mapping (the
+    # glTF import splits and we merge vertices) would show as a large difference.
+    asset = dev_assets["cute_fish_pack/Tetra.glb"]
+    weights = bone_heat_with_blender(asset.mesh, asset.skeleton, asset.skin)
+    assert weights.shape == (len(asset.mesh.vertices), len(asset.skeleton))
+    np.testing.assert_allclose(weights.sum(1), 1.0, atol=1e-6)  # bone heat succeeded everywhere
+    assert skin_l1(weights, asset.skin.dense(len(asset.skeleton))) < 0.02
