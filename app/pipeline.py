@@ -131,17 +131,22 @@ def rig(
     motions=(),
     up_axis: str | None = None,
     progress: Optional[Progress] = None,
+    max_faces: Optional[int] = None,
 ) -> Report:
     """Rig ``src`` (any supported mesh) and write ``dst``: skeleton, skin weights, optional motions.
 
     skeleton: ``auto`` | ``geometric`` | ``learned`` | path to a skeleton JSON file
     (``{"joints": [[x, y, z], ...], "parents": [-1, 0, ...], "names": [...]}`` in the mesh's
     coordinates, used as is). skin: ``auto`` | ``geometric`` | ``learned``. motions: names from
-    ``mesh3d motions``. The output keeps the input's coordinates and units.
+    ``mesh3d motions``. The output keeps the input's coordinates and units. max_faces: refuse
+    larger meshes before any analysis (servers set it; the analysis itself decimates big meshes).
     """
     report = Report(str(src), str(dst))
     stages = _Stages(report, progress, ["load", "skeleton", "skin", "animate", "export"])
     asset = stages.run("load", load, src, up_axis=up_axis)
+    faces = len(asset.mesh.faces)
+    if max_faces is not None and faces > max_faces:
+        raise Mesh3DError(f"{src}: {faces:,} faces is over the limit of {max_faces:,}; decimate the mesh first")
     report.warnings += asset.warnings
     asset = rig_asset(asset, skeleton, skin, report, stages)
     if motions:

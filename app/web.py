@@ -110,7 +110,6 @@ def _job(conn, src: str, out_dir: str, options: dict) -> None:
     message)`` for a user error or ``("bug", message)`` for anything else.
     """
     from app import pipeline
-    from mesh3d.io import load
     from rigging.animate.preview import preview
 
     def progress(stage: str, fraction: float) -> None:
@@ -119,12 +118,9 @@ def _job(conn, src: str, out_dir: str, options: dict) -> None:
     out = Path(out_dir)
     glb = out / f"{options['stem']}_rigged.glb"
     try:
-        faces = len(load(src, up_axis=options["up_axis"]).mesh.faces)  # a quick look before the heavy steps
-        if faces > options["max_faces"]:
-            raise Mesh3DError(f"{src}: {faces:,} faces is over this server's limit of {options['max_faces']:,}; decimate the mesh first")
         report = pipeline.rig(
             src, glb, skeleton=options["skeleton"], skin=options["skin"], motions=tuple(options["motions"]),
-            up_axis=options["up_axis"], progress=progress,
+            up_axis=options["up_axis"], progress=progress, max_faces=options["max_faces"],
         )
         fbx = None
         if options["fbx"]:

@@ -159,7 +159,7 @@ def test_fbx_in_and_out_with_blender(jobs, rig_mesh, tmp_path):
 
 def test_face_cap(tmp_path, rig_mesh):
     jobs = Jobs(tmp_path, Limits(max_faces=1000))
-    with pytest.raises(Mesh3DError, match=rf"{rig_mesh.name}: 1,\d{{3}} faces is over this server's limit of 1,000; decimate"):
+    with pytest.raises(Mesh3DError, match=rf"{rig_mesh.name}: 1,\d{{3}} faces is over the limit of 1,000; decimate"):
         jobs.run(rig_mesh, OPTIONS)
 
 
