@@ -23,7 +23,6 @@ Preview (for a human check, not committed)::
 from __future__ import annotations
 
 import argparse
-import struct
 import time
 import zlib
 from pathlib import Path
@@ -717,63 +716,28 @@ def pose_animation(skeleton: Skeleton, rotations: dict[str, np.ndarray], name: s
 
 
 # ---------------------------------------------------------------------------------------------
-# Preview: a flat-shaded software render to PNG, for looking at the creatures (numpy + zlib only).
+# Preview: the creatures drawn by the project's one software renderer (rigging.animate.preview).
 # ---------------------------------------------------------------------------------------------
 
 
-def render(asset: Asset, size: int = 256, yaw: float = 35.0, pitch: float = 20.0) -> np.ndarray:
-    """(size, size, 3) uint8 orthographic view from the front-left, coloured per part."""
-    a, b = np.radians(yaw), np.radians(pitch)
-    rot_y = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    rot_x = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    v = asset.mesh.vertices @ (rot_x @ rot_y).T
-    lo, hi = v.min(0), v.max(0)
-    scale = 0.9 * size / max(hi[0] - lo[0], hi[1] - lo[1])
-    px = (v[:, 0] - (lo[0] + hi[0]) / 2) * scale + size / 2
-    py = size / 2 - (v[:, 1] - (lo[1] + hi[1]) / 2) * scale
-    tri = asset.mesh.faces
-    normal = np.cross(v[tri[:, 1]] - v[tri[:, 0]], v[tri[:, 2]] - v[tri[:, 0]])
-    normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-12
-    shade = 0.35 + 0.65 * np.abs(normal @ _unit([0.3, 0.5, 1.0]))
-    parts = asset.mesh.part_ids if asset.mesh.part_ids is not None else np.zeros(len(tri), np.int32)
+def render(asset: Asset, size: int = 256, azimuth: float = 35.0) -> np.ndarray:
+    """(size, size, 3) uint8 view from ``azimuth`` degrees (0 = front), coloured per part."""
+    from rigging.animate.preview import render as rasterise
+
+    mesh = asset.mesh
+    parts = mesh.part_ids if mesh.part_ids is not None else np.zeros(len(mesh.faces), np.int32)
     palette = np.random.default_rng(0).uniform(0.35, 1.0, (int(parts.max(initial=0)) + 1, 3))
-    colour = palette[parts] * shade[:, None]
-    image = np.full((size, size, 3), 1.0)
-    depth = np.full((size, size), -np.inf)
-    for f in np.argsort(v[tri, 2].mean(1)):
-        x, y, z = px[tri[f]], py[tri[f]], v[tri[f], 2]
-        x0, x1 = int(max(np.floor(x.min()), 0)), int(min(np.ceil(x.max()), size - 1))
-        y0, y1 = int(max(np.floor(y.min()), 0)), int(min(np.ceil(y.max()), size - 1))
-        if x0 > x1 or y0 > y1:
-            continue
-        gx, gy = np.meshgrid(np.arange(x0, x1 + 1) + 0.5, np.arange(y0, y1 + 1) + 0.5)
-        det = (y[1] - y[2]) * (x[0] - x[2]) + (x[2] - x[1]) * (y[0] - y[2])
-        if abs(det) < 1e-12:
-            continue
-        l0 = ((y[1] - y[2]) * (gx - x[2]) + (x[2] - x[1]) * (gy - y[2])) / det
-        l1 = ((y[2] - y[0]) * (gx - x[2]) + (x[0] - x[2]) * (gy - y[2])) / det
-        l2 = 1 - l0 - l1
-        inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0)
-        zz = l0 * z[0] + l1 * z[1] + l2 * z[2]
-        win = depth[y0 : y1 + 1, x0 : x1 + 1]
-        hit = inside & (zz > win)
-        win[hit] = zz[hit]
-        image[y0 : y1 + 1, x0 : x1 + 1][hit] = colour[f]
-    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    lo, hi = mesh.bounds
+    image, _ = rasterise(mesh.vertices, mesh.faces, palette[parts], azimuth, (lo + hi) / 2, 0.5 * mesh.diagonal, size)
+    return image
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 image as an 8-bit RGB PNG."""
-    h, w, _ = image.shape
-    raw = b"".join(b"\x00" + image[i].tobytes() for i in range(h))
+    """Write an (H, W, 3) uint8 image as an RGB PNG."""
+    from PIL import Image
 
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-    png += chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(png)
+    Image.fromarray(image).save(path, format="PNG")
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -794,7 +758,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             ms = 1000 * (time.perf_counter() - start)
             stats[kind].append((len(asset.mesh.vertices), len(asset.skeleton), np.ptp(asset.mesh.vertices, axis=0).max(), ms))
             if args.png:
-                tiles.append(np.concatenate([render(asset), render(asset, yaw=90.0, pitch=0.0)], 0))
+                tiles.append(np.concatenate([render(asset), render(asset, azimuth=90.0)], 0))
         if tiles:
             rows.append(np.concatenate(tiles, 1))
     print(f"{'kind':10} {'vertices':>11} {'joints':>7} {'largest side (m)':>17} {'ms mean':>8} {'ms max':>7}")
