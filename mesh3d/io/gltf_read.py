@@ -472,7 +472,7 @@ def _build_asset(doc: _Doc) -> Asset:
     mesh = Mesh(
         verts,
         np.concatenate(faces),
-        normals=_unit(cat("normal")) if has["NORMAL"] else None,
+        normals=unit_normals(cat("normal")) if has["NORMAL"] else None,
         colors=np.clip(cat("color"), 0, 1) if (has["COLOR_0"] or any((b["color"] != 1).any() for b in blocks)) else None,
         uvs=cat("uv") if has["TEXCOORD_0"] else None,
         part_ids=np.concatenate(parts),
@@ -603,10 +603,10 @@ def _armature_matrix(joint_nodes: list[int], parent: dict[int, int], world: np.n
     return np.eye(4)
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
+def unit_normals(v: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """(N, 3) unit vectors; those shorter than ``eps`` (no direction) become +Y, as glTF needs units."""
     n = np.linalg.norm(v, axis=1, keepdims=True)
-    out = np.where(n > 1e-12, v / np.where(n > 1e-12, n, 1), [0.0, 1.0, 0.0])
-    return out
+    return np.where(n > eps, v / np.where(n > eps, n, 1), [0.0, 1.0, 0.0])
 
 
 def _unique_names(names: list[str]) -> list[str]:

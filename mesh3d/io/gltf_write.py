@@ -24,6 +24,7 @@ from mesh3d import __version__
 from mesh3d.asset import Asset, Skeleton, forward_kinematics, image_mime_type
 from mesh3d.geometry.transforms import matrix_to_trs
 from mesh3d.io.atomic import write_bytes_atomic
+from mesh3d.io.gltf_read import unit_normals
 
 FLOAT, UINT16, UINT32, UINT8 = 5126, 5123, 5125, 5121
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
@@ -111,10 +112,7 @@ def glb_bytes(asset: Asset) -> bytes:
     mesh = asset.mesh
     attributes = {"POSITION": b.add(mesh.vertices, "VEC3", FLOAT, ARRAY_BUFFER, minmax=True)}
     if mesh.normals is not None:
-        n = mesh.normals
-        norm = np.linalg.norm(n, axis=1, keepdims=True)
-        n = np.where(norm > 1e-8, n / np.where(norm > 1e-8, norm, 1), [0.0, 1.0, 0.0])
-        attributes["NORMAL"] = b.add(n, "VEC3", FLOAT, ARRAY_BUFFER)
+        attributes["NORMAL"] = b.add(unit_normals(mesh.normals, eps=1e-8), "VEC3", FLOAT, ARRAY_BUFFER)
     if mesh.uvs is not None:
         attributes["TEXCOORD_0"] = b.add(mesh.uvs, "VEC2", FLOAT, ARRAY_BUFFER)
     if mesh.colors is not None:
