@@ -77,7 +77,7 @@ TASKS = {
     "convert": Task("convert", "app.pipeline:convert", SAVE_FORMATS),
     "rig": Task("rig", "app.pipeline:rig", RIG_FORMATS),
     "animate": Task("animate", "app.pipeline:animate", RIG_FORMATS),
-    "remesh": Task("remesh", "app.pipeline:remesh", SAVE_FORMATS),
+    "remesh": Task("remesh", "mesh3d.remesh:remesh_file", SAVE_FORMATS),
     "generate": Task("generate", "app.pipeline:generate", SAVE_FORMATS),
 }
 

@@ -38,7 +38,8 @@ def _cmd_batch(args) -> int:
     from app.batch import run_batch
 
     given = {"up_axis": args.up, "skeleton": args.skeleton, "skin": args.skin, "motions": args.motion,
-             "motion_from": args.motion_from, "mixamo_names": args.mixamo_names or None}
+             "motion_from": args.motion_from, "mixamo_names": args.mixamo_names or None,
+             "faces": args.faces, "method": args.method, "samples": args.samples}
     try:
         summary = run_batch(
             args.in_dir, args.out_dir, args.task, {k: v for k, v in given.items() if v is not None}, fmt=args.format,
@@ -82,6 +83,20 @@ def _cmd_rig(args) -> int:
     return 0
 
 
+def _cmd_remesh(args) -> int:
+    from mesh3d.io.atomic import write_bytes_atomic
+    from mesh3d.remesh import remesh_file
+
+    report = remesh_file(args.input, args.output, faces=args.faces, method=args.method, samples=args.samples, seed=args.seed,
+                         up_axis=args.up, progress=_progress_printer())
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.report:
+        write_bytes_atomic(args.report, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    print(report.format() + f", {sum(report.timings.values()):.1f} s")
+    return 0
+
+
 def _progress_printer():
     """A progress callback printing stage names to stderr when it is a terminal."""
     if not sys.stderr.isatty():
@@ -99,7 +114,7 @@ def _cmd_validate(args) -> int:
 
 
 # Models `mesh3d train NAME CONFIG` knows: NAME -> the Task class its config must name.
-TRAIN_TASKS = {"skeleton": "rigging.skeleton.learned:SkeletonTask"}
+TRAIN_TASKS = {"skeleton": "rigging.skeleton.learned:SkeletonTask", "mesh": "mesh3d.remesh:MeshTask"}
 
 
 def _cmd_train(args) -> int:
@@ -147,6 +162,11 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    if args.what == "mesh":
+        from mesh3d.remesh_eval import main as eval_mesh
+
+        eval_mesh(args.args)
+        return 0
     from rigging.eval import main as eval_rig
 
     eval_rig(args.args)
@@ -190,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--motion", action="append", help="rig/animate: a motion from `mesh3d motions`; repeat for several")
     p.add_argument("--motion-from", metavar="FILE.glb:CLIP", help="animate: retarget clip CLIP of another rigged file onto each input")
     p.add_argument("--mixamo-names", action="store_true", help="animate: rename a humanoid's joints to Mixamo names")
+    p.add_argument("--faces", type=int, default=None, help="remesh: face budget (default 500)")
+    p.add_argument("--method", default=None, choices=["auto", "learned", "qem"], help="remesh: method (default auto)")
+    p.add_argument("--samples", type=int, default=None, help="remesh: learned candidates (default 4)")
     p.add_argument("--jobs", type=int, default=None, help="local worker processes (default: CPU cores; with --ray, Ray schedules one CPU per input)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per input before it is stopped and reported (0: none; default 600)")
     p.add_argument("--max-memory", type=float, default=None, metavar="GIB", help="address-space cap per worker in GiB (default: RAM / jobs; 0: none)")
@@ -214,6 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write a JSON report (timings per stage, joint count, methods, warnings)")
     p.add_argument("--up", default=None, type=str.upper, help=up_help)
     p.set_defaults(func=_cmd_rig)
+
+    p = sub.add_parser("remesh", help="turn a dense surface into a compact artist-style mesh (learned model, or QEM decimation)")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True, help="output mesh (GLB, OBJ, PLY, STL, OFF, FBX)")
+    p.add_argument("--faces", type=int, default=500, help="face budget (default 500)")
+    p.add_argument("--method", default="auto", choices=["auto", "learned", "qem"],
+                   help="auto: the learned mesh when it is as faithful as QEM at its face count, else QEM (default)")
+    p.add_argument("--samples", type=int, default=4, help="learned candidates; the closest to the input is kept (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same output)")
+    p.add_argument("--up", default=None, help=up_help)
+    p.add_argument("--report", default=None, help="also write the report (method, reason, metrics, timings) as JSON")
+    p.set_defaults(func=_cmd_remesh)
 
     p = sub.add_parser("validate", help="check GLB/glTF files with the Khronos glTF-Validator")
     p.add_argument("files", nargs="+")
@@ -248,9 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own options (see `mesh3d bench NAME --help`)")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("eval", help="evaluate rigging against rigged files (`mesh3d eval rig --help`)", add_help=False)
-    p.add_argument("what", choices=["rig"])
-    p.add_argument("args", nargs=argparse.REMAINDER, help="--data DIR | --split dev|train|all, --skin geometric|blender|both, --out REPORT.json")
+    p = sub.add_parser("eval", help="evaluate rigging or remeshing (`mesh3d eval rig --help`, `mesh3d eval mesh --help`)", add_help=False)
+    p.add_argument("what", choices=["mesh", "rig"])
+    p.add_argument("args", nargs=argparse.REMAINDER, help="rig: --data DIR | --split dev|train|all, --skin geometric|blender|both, "
+                   "--out REPORT.json; mesh: --data DIR | --split dev, --samples K, --out REPORT.json")
     p.set_defaults(func=_cmd_eval)
 
     from app.web import Limits
