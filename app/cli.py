@@ -152,7 +152,7 @@ def _cmd_preview(args) -> int:
     return 0
 
 
-BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip", "tokenizers": "mesh3d.tokenizers.bench", "batch": "app.batch_bench"}
+BENCHMARKS = {"roundtrip": "mesh3d.io.roundtrip", "tokenizers": "mesh3d.tokenizers.bench", "batch": "app.batch_bench", "remesh": "mesh3d.remesh"}
 
 
 def _cmd_bench(args) -> int:

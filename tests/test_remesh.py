@@ -35,11 +35,11 @@ def _open_sheet() -> Mesh:
 
 @pytest.fixture(scope="module")
 def shapes() -> list[tuple[str, Mesh]]:
-    """Three small procedural shapes (under 80 faces each)."""
+    """Three small procedural shapes (at most 60 faces each)."""
     out = []
     for s in range(40):
         m = procedural_shape(s)
-        if len(quantize_mesh(m).faces) <= 80:
+        if len(quantize_mesh(m).faces) <= 60:
             out.append((f"procedural/{s}", m))
         if len(out) == 3:
             return out
@@ -74,7 +74,7 @@ def test_overfit_a_handful_of_meshes_exactly(shapes, tmp_path):
     task = MeshTask(str(tmp_path / "data"), **TINY)
     assert len(task.train_set) == 3
     torch.manual_seed(0)
-    cfg = TrainConfig(out_dir=str(tmp_path / "run"), max_steps=300, batch_size=3, lr=3e-3, min_lr=3e-4, warmup_steps=20, weight_decay=0.0,
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), max_steps=150, batch_size=3, lr=6e-3, min_lr=6e-4, warmup_steps=10, weight_decay=0.0,
                       log_every=1000, ckpt_every=1000)
     net = train(task, cfg).eval()
     model = build_model(TINY)
