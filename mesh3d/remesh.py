@@ -348,16 +348,35 @@ def input_points(mesh: Mesh, n_points: int, seed: int) -> tuple[torch.Tensor, np
 
 
 def generate_candidates(model: MeshModel, points: torch.Tensor, samples: int, max_faces: int, seed: int = 0,
-                        temperature: float = 0.8, top_p: float = 0.95, use_cache: bool = True, min_faces: int = 0):
-    """`samples` sampled token sequences (K, T) for one input's points (1, N, 6), with their stop rules."""
-    rules = [StopRules(model.tok.grammar(), max_faces, min_faces=min_faces) for _ in range(samples)]
+                        temperature: float = 0.8, top_p: float = 0.95, use_cache: bool = True):
+    """`samples` sampled token sequences (K, T) for one input's points (1, N, 6), and for each the
+    stop rules replayed over it (their `stopped` says which rule, if any, ended it)."""
+    rules = StopRules(model.tok.grammar(), max_faces)
+    seq = _sample(model, points, samples, rules, model.max_tokens - 1, temperature, top_p, use_cache, seed)
+    return seq, [replay(rules, row) for row in seq.tolist()]
+
+
+def _sample(model: MeshModel, points: torch.Tensor, samples: int, rules: "StopRules", n_tokens: int, temperature: float,
+            top_p: float, use_cache: bool, seed: int) -> torch.Tensor:
+    """(samples, 1 + n) tokens from BOS, sampled under `rules` (cloned per row by GPT.generate)."""
     prompt = torch.full((samples, 1), BOS, dtype=torch.long)
-    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         prefix = model.net.encoder(points).expand(samples, -1, -1)
-        seq = model.net.decoder.generate(prompt, model.max_tokens - 1, prefix, temperature=temperature, top_p=top_p,
-                                         grammar=rules, eos_id=EOS, use_cache=use_cache, generator=generator)
-    return seq, rules
+        return model.net.decoder.generate(prompt, n_tokens, prefix, temperature=temperature, top_p=top_p, grammar=rules,
+                                          eos_id=EOS, use_cache=use_cache, generator=torch.Generator().manual_seed(seed))
+
+
+def replay(rules: "StopRules", row: list[int]) -> "StopRules":
+    """A fresh copy of `rules` fed the tokens of `row` up to its first EOS (GPT.generate advances
+    its own clones, so this recovers their final state)."""
+    out = StopRules(rules.g.tokenizer.grammar(), rules.max_faces, rules.max_dropped, rules.max_idle, rules.min_faces)
+    for t in row:
+        if out.g.started:
+            out.allowed()  # updates `stopped`
+        out.advance(t)
+        if t == EOS:
+            break
+    return out
 
 
 @dataclass
@@ -548,11 +567,11 @@ def benchmark(weights=DEFAULT_WEIGHTS, faces: int = 800, no_cache_tokens: int = 
     out = {"torch_threads": torch.get_num_threads()}
     for use_cache in (True, False):
         t0 = time.perf_counter()
-        seq, _ = _bench_run(model, points, no_cache_tokens, use_cache, seed)
+        seq, _ = _bench_run(model, points, no_cache_tokens, 10 ** 9, use_cache, seed)
         dt = time.perf_counter() - t0
         out[f"tokens_per_s_{'cache' if use_cache else 'no_cache'}"] = (seq.size(1) - 1) / dt
     t0 = time.perf_counter()
-    seq, rules = generate_candidates(model, points, 1, max_faces=faces, seed=seed, min_faces=faces)
+    seq, rules = _bench_run(model, points, model.max_tokens - 1, faces, True, seed)
     dt = time.perf_counter() - t0
     n_faces = len(rules[0].g.builder.faces)
     out.update(faces=n_faces, tokens=int(seq.size(1) - 1), seconds=dt, tokens_per_s_full=(seq.size(1) - 1) / dt)
@@ -570,15 +589,12 @@ def _blob() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(s.vertices) * [1.0, 0.6, 0.8], np.asarray(s.faces)
 
 
-def _bench_run(model: MeshModel, points: torch.Tensor, n_tokens: int, use_cache: bool, seed: int):
-    """Exactly n_tokens decoding steps (EOS forbidden), with or without the KV cache."""
-    rules = [StopRules(model.tok.grammar(), max_faces=10 ** 9, max_dropped=10 ** 9, max_idle=10 ** 9, min_faces=10 ** 9)]
-    prompt = torch.full((1, 1), BOS, dtype=torch.long)
-    with torch.no_grad():
-        prefix = model.net.encoder(points)
-        seq = model.net.decoder.generate(prompt, n_tokens, prefix, temperature=0.8, top_p=0.95, grammar=rules, eos_id=EOS,
-                                         use_cache=use_cache, generator=torch.Generator().manual_seed(seed))
-    return seq, rules
+def _bench_run(model: MeshModel, points: torch.Tensor, n_tokens: int, faces: int, use_cache: bool, seed: int):
+    """Up to n_tokens decoding steps, EOS forbidden before `faces` faces and forced at `faces`
+    (no other stop rule), with or without the KV cache."""
+    rules = StopRules(model.tok.grammar(), max_faces=faces, max_dropped=10 ** 9, max_idle=10 ** 9, min_faces=faces)
+    seq = _sample(model, points, 1, rules, n_tokens, 0.8, 0.95, use_cache, seed)
+    return seq, [replay(rules, seq[0].tolist())]
 
 
 def main(argv=None) -> None:

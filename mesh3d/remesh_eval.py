@@ -54,7 +54,7 @@ def folder_targets(folder) -> list[tuple[str, Mesh]]:
 
 
 def evaluate(targets: list[tuple[str, Mesh]], methods=METHODS, weights=DEFAULT_WEIGHTS, samples: int = 4, model=None,
-             faces: int = 800, log=print) -> dict:
+             faces: int = 500, log=print) -> dict:
     """Rows (one per target and method) and per-method means; see the module docstring.
 
     faces: the learned model's face budget (it usually stops earlier, at its own EOS).

@@ -14,7 +14,8 @@ from mesh3d.asset import Asset, Mesh
 from mesh3d.errors import Mesh3DError
 from mesh3d.io import save
 from mesh3d.nn.trainer import TrainConfig, train
-from mesh3d.remesh import (BOS, EOS, MeshTask, StopRules, build_model, check_input, clean_mesh, generate_candidates,
+from mesh3d.nn.weights import save_weights
+from mesh3d.remesh import (BOS, EOS, TASK_SPEC, MeshTask, StopRules, benchmark, build_model, check_input, clean_mesh, generate_candidates,
                            marching_cubes_surface, qem_decimate, remesh, surface_metrics, validity)
 from mesh3d.remesh_eval import evaluate, folder_targets
 from mesh3d.tokenizers import quantize_mesh
@@ -192,3 +193,10 @@ def test_data_shards_keep_dev_apart(shapes, tmp_path):
     again = tmp_path / "again"
     build(again, DataConfig(procedural=2, augment=2, n_points=128, resolution=32), {"train": shapes[:1], "dev": shapes[1:2]}, log=lambda *a: None)
     assert all(torch.equal(a["tokens"], b["tokens"]) and torch.equal(a["points"], b["points"]) for a, b in zip(train_set, read_shards(again, "train")))
+
+
+def test_benchmark_writes_the_asked_faces(tmp_path):
+    torch.manual_seed(0)
+    save_weights(build_model(TINY).net, tmp_path / "tiny.safetensors", {"task": TASK_SPEC, "task_options": TINY})
+    out = benchmark(tmp_path / "tiny.safetensors", faces=12, no_cache_tokens=24, log=lambda *a: None)
+    assert out["faces"] == 12 and out["tokens_per_s_cache"] > 0 and out["tokens_per_s_no_cache"] > 0
