@@ -23,18 +23,15 @@ options give byte-identical shards. Rebuild with:
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
+from data_prep import shards as shard_io
 from data_prep.corpus import records
 from mesh3d.asset import Mesh
-from mesh3d.errors import Mesh3DError
 from mesh3d.geometry.normalize import normalize_unit_cube
 from mesh3d.geometry.sampling import sample_surface
 from mesh3d.remesh import marching_cubes_surface
@@ -127,35 +124,14 @@ def procedural_shape(seed: int) -> Mesh:
 
 
 def write_shard(path: Path, examples: list, metadata: dict) -> None:
-    """Examples (points (N, 6), tokens (T,)) concatenated into one safetensors file."""
-    sizes = [len(e[1]) for e in examples]
-    tensors = {
-        "points": torch.from_numpy(np.stack([e[0] for e in examples])).to(torch.float16),
-        "tokens": torch.from_numpy(np.concatenate([e[1] for e in examples]).astype(np.int64)),
-        "offsets": torch.from_numpy(np.cumsum([0] + sizes).astype(np.int64)),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"mesh3d": json.dumps(metadata)})
+    """Examples (points (N, 6), tokens (T,)) as one shard (data_prep.shards)."""
+    shard_io.write_shard(path, {"points": np.stack([e[0] for e in examples]).astype(np.float16)},
+                         {"tokens": [e[1].astype(np.int64) for e in examples]}, metadata)
 
 
 def read_shards(folder, split: str) -> list[dict]:
     """Examples of a split: dicts with points (N, 6) float32, tokens (T,) int64, source."""
-    folder = Path(folder)
-    index_path = folder / "index.json"
-    if not index_path.is_file():
-        raise Mesh3DError(f"no mesh data in {folder}: build it with `python -m data_prep.mesh_data --out {folder}`")
-    index = json.loads(index_path.read_text())
-    out = []
-    for shard in index["shards"]:
-        if shard["split"] != split:
-            continue
-        t = load_file(str(folder / shard["file"]))
-        off = t["offsets"].tolist()
-        for e in range(len(off) - 1):
-            out.append({"points": t["points"][e].float(), "tokens": t["tokens"][off[e]:off[e + 1]], "source": shard["source"]})
-    if not out:
-        raise Mesh3DError(f"{folder}: no {split} examples in index.json")
-    return out
+    return shard_io.read_shards(folder, split, ("points",), ("tokens",), "python -m data_prep.mesh_data")
 
 
 def corpus_targets(split: str, max_faces: int, bits: int) -> list[tuple[str, Mesh]]:
@@ -209,15 +185,7 @@ def build(out: Path, cfg: DataConfig, targets: dict | None = None, log=print) ->
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Build the mesh model's training shards (train split + augmentation + procedural) and dev shards.")
-    parser.add_argument("--out", default="runs/mesh_data", help="output folder (default runs/mesh_data)")
-    for name, default in asdict(DataConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    args = vars(parser.parse_args(argv))
-    out = Path(args.pop("out"))
-    index = build(out, DataConfig(**args))
-    n = {s: sum(x["examples"] for x in index["shards"] if x["split"] == s) for s in ("train", "dev")}
-    print(f"wrote {out}: {n['train']} train and {n['dev']} dev examples")
+    shard_io.build_command(argv, "Build the mesh model's training shards (train split + augmentation + procedural) and dev shards.", "runs/mesh_data", DataConfig, build)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,13 @@ give byte-identical shards. Rebuild with:
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
+from data_prep import shards as shard_io
 from data_prep.corpus import records
 from data_prep.procedural import CREATURE_KINDS, make_creature, pose_animation
 from mesh3d.asset import Animation, Asset, Skeleton, forward_kinematics
@@ -108,37 +106,14 @@ def random_poses(skeleton: Skeleton, n: int, max_angle: float, rng: np.random.Ge
 
 
 def write_shard(path: Path, examples: list, metadata: dict) -> None:
-    """Examples (points (N, 6), joints (J, 3), parents (J,)) concatenated into one safetensors file."""
-    sizes = [len(e[1]) for e in examples]
-    tensors = {
-        "points": torch.from_numpy(np.stack([e[0] for e in examples])).to(torch.float16),
-        "joints": torch.from_numpy(np.concatenate([e[1] for e in examples])),
-        "parents": torch.from_numpy(np.concatenate([e[2] for e in examples]).astype(np.int64)),
-        "offsets": torch.from_numpy(np.cumsum([0] + sizes).astype(np.int64)),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"mesh3d": json.dumps(metadata)})
+    """Examples (points (N, 6), joints (J, 3), parents (J,)) as one shard (data_prep.shards)."""
+    shard_io.write_shard(path, {"points": np.stack([e[0] for e in examples]).astype(np.float16)},
+                         {"joints": [e[1] for e in examples], "parents": [np.asarray(e[2], dtype=np.int64) for e in examples]}, metadata)
 
 
 def read_shards(folder, split: str) -> list[dict]:
     """Examples of a split: dicts with points (N, 6) float32, joints (J, 3) float32, parents (J,), source."""
-    folder = Path(folder)
-    index_path = folder / "index.json"
-    if not index_path.is_file():
-        raise Mesh3DError(f"no skeleton data in {folder}: build it with `python -m data_prep.skeleton_data --out {folder}`")
-    index = json.loads(index_path.read_text())
-    out = []
-    for shard in index["shards"]:
-        if shard["split"] != split:
-            continue
-        t = load_file(str(folder / shard["file"]))
-        off = t["offsets"].tolist()
-        for e in range(len(off) - 1):
-            out.append({"points": t["points"][e].float(), "joints": t["joints"][off[e]:off[e + 1]],
-                        "parents": t["parents"][off[e]:off[e + 1]], "source": shard["source"]})
-    if not out:
-        raise Mesh3DError(f"{folder}: no {split} examples in index.json")
-    return out
+    return shard_io.read_shards(folder, split, ("points",), ("joints", "parents"), "python -m data_prep.skeleton_data")
 
 
 def build(out: Path, cfg: DataConfig, rigs: dict | None = None, log=print) -> dict:
@@ -183,15 +158,7 @@ def build(out: Path, cfg: DataConfig, rigs: dict | None = None, log=print) -> di
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Build the skeleton model's training shards (train split + augmentation) and dev shards.")
-    parser.add_argument("--out", default="runs/skeleton_data", help="output folder (default runs/skeleton_data)")
-    for name, default in asdict(DataConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    args = vars(parser.parse_args(argv))
-    out = Path(args.pop("out"))
-    index = build(out, DataConfig(**args))
-    n = {s: sum(x["examples"] for x in index["shards"] if x["split"] == s) for s in ("train", "dev")}
-    print(f"wrote {out}: {n['train']} train and {n['dev']} dev examples")
+    shard_io.build_command(argv, "Build the skeleton model's training shards (train split + augmentation) and dev shards.", "runs/skeleton_data", DataConfig, build)
 
 
 if __name__ == "__main__":

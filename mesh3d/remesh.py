@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +33,9 @@ from scipy.spatial import cKDTree
 from mesh3d.asset import Mesh
 from mesh3d.errors import Mesh3DError
 from mesh3d.geometry.normalize import normalize_unit_cube
-from mesh3d.geometry.sampling import face_normals_areas, sample_surface
-from mesh3d.nn.model import GPT, ConditionedGPT, GPTConfig
-from mesh3d.nn.shape_encoder import ShapeEncoder, ShapeEncoderConfig
+from mesh3d.geometry.sampling import face_normals_areas, sample_surface, subsample
+from mesh3d.nn.model import ConditionedGPT
+from mesh3d.nn.shape_encoder import shape_conditioned_gpt
 from mesh3d.nn.trainer import batch_indices
 from mesh3d.nn.weights import load_weights, read_metadata, save_weights
 from mesh3d.tokenizers import BOS, EOS, PAD, get_tokenizer
@@ -68,11 +68,7 @@ def build_model(options: dict) -> MeshModel:
     """The encoder + decoder and the tokenizer described by model options (MODEL_DEFAULTS keys)."""
     o = MODEL_DEFAULTS | {k: v for k, v in options.items() if k in MODEL_DEFAULTS}
     tok = get_tokenizer(o["tokenizer"], o["bits"])
-    encoder = ShapeEncoder(ShapeEncoderConfig(n_latents=o["n_latents"], n_embd=o["enc_embd"], n_head=o["n_head"],
-                                              n_layer=o["enc_layers"], queries=o["queries"], out_dim=o["n_embd"]))
-    decoder = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=o["n_latents"] + o["max_tokens"], n_layer=o["n_layer"],
-                            n_head=o["n_head"], n_embd=o["n_embd"], dropout=o["dropout"]))
-    return MeshModel(ConditionedGPT(encoder, decoder), tok, o["n_points"], o["max_tokens"])
+    return MeshModel(shape_conditioned_gpt(tok.vocab_size, o["max_tokens"], o), tok, o["n_points"], o["max_tokens"])
 
 
 def pad_tokens(sequences: list[np.ndarray]) -> torch.Tensor:
@@ -113,19 +109,12 @@ class MeshTask:
     def build_model(self) -> ConditionedGPT:
         return build_model(self.options).net
 
-    def _points(self, example: dict, rng: np.random.Generator | None) -> torch.Tensor:
-        """n_points of the stored points: a random subset (training) or the first ones (evaluation)."""
-        pts, n = example["points"], self.options["n_points"]
-        if rng is None:
-            return pts[:n]
-        return pts[torch.from_numpy(rng.choice(len(pts), n, replace=False))]
-
     def batch(self, step, rank, world_size, batch_size):
         index = batch_indices(len(self.train_set), batch_size, step, rank, world_size, self.seed)
         points, tokens = [], []
         for i in index.tolist():
             ex = self.train_set[i]
-            points.append(self._points(ex, np.random.default_rng([self.seed, step, i])))
+            points.append(subsample(ex["points"], self.options["n_points"], np.random.default_rng([self.seed, step, i])))
             tokens.append(ex["tokens"])
         return {"points": torch.stack(points), "tokens": pad_tokens(tokens)}
 
@@ -137,7 +126,7 @@ class MeshTask:
         total, count = 0.0, 0
         for s in range(0, len(self.dev_set), 16):
             chunk = self.dev_set[s:s + 16]
-            points = torch.stack([self._points(ex, None) for ex in chunk])
+            points = torch.stack([subsample(ex["points"], self.options["n_points"], None) for ex in chunk])
             tokens = pad_tokens([ex["tokens"] for ex in chunk])
             n = int((tokens[:, 1:] != PAD).sum())
             total += model(points, tokens, pad_id=PAD).item() * n
@@ -394,8 +383,6 @@ class RemeshReport:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-
         return asdict(self)
 
     def format(self) -> str:

@@ -56,3 +56,12 @@ def winding_number(queries: np.ndarray, points: np.ndarray, normals: np.ndarray,
     d = np.asarray(points, dtype=np.float64)[None] - np.asarray(queries, dtype=np.float64)[:, None]
     r = np.maximum(np.linalg.norm(d, axis=-1), 1e-9)
     return (area / len(points)) * ((normals[None] * d).sum(-1) / (4 * np.pi * r ** 3)).sum(1)
+
+
+def subsample(points, n: int, rng: np.random.Generator | None):
+    """n rows of a stored cloud (N, C) (numpy or torch): a random subset without replacement
+    (training: a different view of the same surface each time), or the first n when rng is None
+    (evaluation: always the same)."""
+    if rng is None:
+        return points[:n]
+    return points[rng.choice(len(points), n, replace=False)]

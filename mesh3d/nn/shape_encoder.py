@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mesh3d.errors import Mesh3DError
-from mesh3d.nn.model import MLP
+from mesh3d.nn.model import GPT, MLP, ConditionedGPT, GPTConfig
 
 
 @dataclass
@@ -135,3 +135,17 @@ class ShapeEncoder(nn.Module):
         for block in self.blocks:
             z = block(z)
         return self.out(self.ln_f(z))
+
+
+def shape_conditioned_gpt(vocab_size: int, max_tokens: int, o: dict) -> ConditionedGPT:
+    """The shared recipe of shape-conditioned generators: a ShapeEncoder whose latents prefix a GPT.
+
+    o: model options n_latents, enc_embd, enc_layers, queries (the encoder; it shares n_head and
+    projects to the decoder's width) and n_layer, n_head, n_embd, dropout (the decoder, whose block
+    holds the n_latents prefix and max_tokens tokens).
+    """
+    encoder = ShapeEncoder(ShapeEncoderConfig(n_latents=o["n_latents"], n_embd=o["enc_embd"], n_head=o["n_head"],
+                                              n_layer=o["enc_layers"], queries=o["queries"], out_dim=o["n_embd"]))
+    decoder = GPT(GPTConfig(vocab_size=vocab_size, block_size=o["n_latents"] + max_tokens, n_layer=o["n_layer"],
+                            n_head=o["n_head"], n_embd=o["n_embd"], dropout=o["dropout"]))
+    return ConditionedGPT(encoder, decoder)

@@ -32,9 +32,9 @@ from scipy.spatial import cKDTree
 from mesh3d.asset import Mesh, Skeleton
 from mesh3d.errors import Mesh3DError
 from mesh3d.geometry.normalize import normalize_unit_cube
-from mesh3d.geometry.sampling import face_normals_areas, sample_surface, winding_number
-from mesh3d.nn.model import GPT, ConditionedGPT, GPTConfig
-from mesh3d.nn.shape_encoder import ShapeEncoder, ShapeEncoderConfig
+from mesh3d.geometry.sampling import face_normals_areas, sample_surface, subsample, winding_number
+from mesh3d.nn.model import ConditionedGPT
+from mesh3d.nn.shape_encoder import shape_conditioned_gpt
 from mesh3d.nn.trainer import batch_indices
 from mesh3d.nn.weights import load_weights, read_metadata, save_weights
 from rigging.skeleton.tokenizer import BOS, EOS, PAD, SkeletonTokenizer
@@ -60,11 +60,7 @@ def build_model(options: dict) -> SkeletonModel:
     """The encoder + decoder and the tokenizer described by model options (MODEL_DEFAULTS keys)."""
     o = MODEL_DEFAULTS | {k: v for k, v in options.items() if k in MODEL_DEFAULTS}
     tok = SkeletonTokenizer(o["bits"], o["max_joints"])
-    encoder = ShapeEncoder(ShapeEncoderConfig(n_latents=o["n_latents"], n_embd=o["enc_embd"], n_head=o["n_head"],
-                                              n_layer=o["enc_layers"], queries=o["queries"], out_dim=o["n_embd"]))
-    decoder = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=o["n_latents"] + tok.max_tokens, n_layer=o["n_layer"],
-                            n_head=o["n_head"], n_embd=o["n_embd"], dropout=o["dropout"]))
-    return SkeletonModel(ConditionedGPT(encoder, decoder), tok, o["n_points"])
+    return SkeletonModel(shape_conditioned_gpt(tok.vocab_size, tok.max_tokens, o), tok, o["n_points"])
 
 
 def pad_tokens(sequences: list[np.ndarray]) -> torch.Tensor:
@@ -112,10 +108,7 @@ class SkeletonTask:
 
     def _points(self, example: dict, rng: np.random.Generator | None) -> torch.Tensor:
         """n_points of the stored points: a random subset (training) or the first ones (evaluation)."""
-        pts, n = example["points"], self.options["n_points"]
-        if rng is None:
-            return pts[:n]
-        return pts[torch.from_numpy(rng.choice(len(pts), n, replace=False))]
+        return subsample(example["points"], self.options["n_points"], rng)
 
     def batch(self, step, rank, world_size, batch_size):
         index = batch_indices(len(self.train_set), batch_size, step, rank, world_size, self.seed)
