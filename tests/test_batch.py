@@ -192,8 +192,8 @@ def test_hang_memory_and_crash_are_isolated(small_rigs, tmp_path):
 
 def test_tasks_and_options_are_checked(tmp_path):
     (tmp_path / "in").mkdir()
-    with pytest.raises(Mesh3DError, match="task remesh is not available yet in this version"):
-        run_batch(tmp_path / "in", tmp_path / "out", "remesh")
+    with pytest.raises(Mesh3DError, match="task generate is not available yet in this version"):
+        run_batch(tmp_path / "in", tmp_path / "out", "generate")
     with pytest.raises(Mesh3DError, match="--skeleton does not apply to task convert"):
         run_batch(tmp_path / "in", tmp_path / "out", "convert", {"skeleton": "auto"})
     with pytest.raises(Mesh3DError, match="OUT_DIR must differ"):

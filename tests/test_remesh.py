@@ -200,3 +200,15 @@ def test_benchmark_writes_the_asked_faces(tmp_path):
     save_weights(build_model(TINY).net, tmp_path / "tiny.safetensors", {"task": TASK_SPEC, "task_options": TINY})
     out = benchmark(tmp_path / "tiny.safetensors", faces=12, no_cache_tokens=24, log=lambda *a: None)
     assert out["faces"] == 12 and out["tokens_per_s_cache"] > 0 and out["tokens_per_s_no_cache"] > 0
+
+
+def test_batch_remesh_task(shapes, tmp_path):
+    from app.batch import run_batch
+
+    (tmp_path / "in").mkdir()
+    mesh = marching_cubes_surface(shapes[0][1].vertices, shapes[0][1].faces, resolution=32)
+    save(Asset(mesh), tmp_path / "in" / "dense.obj")
+    summary = run_batch(tmp_path / "in", tmp_path / "out", "remesh", {"method": "qem", "faces": 60}, fmt="obj", jobs=1)
+    assert summary.ok == 1 and summary.failed == 0
+    report = [r for r in summary.records if r["status"] == "ok"][0]["report"]
+    assert report["method"] == "qem" and 50 <= report["faces"] <= 60
