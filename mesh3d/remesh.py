@@ -390,7 +390,10 @@ class RemeshReport:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready: NaN (no sharp edges to compare) becomes None."""
+        d = asdict(self)
+        d["metrics"] = {m: {k: None if isinstance(v, float) and v != v else v for k, v in vals.items()} for m, vals in d["metrics"].items()}
+        return d
 
     def format(self) -> str:
         m = self.metrics.get(self.method, {})

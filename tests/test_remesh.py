@@ -210,5 +210,5 @@ def test_batch_remesh_task(shapes, tmp_path):
     save(Asset(mesh), tmp_path / "in" / "dense.obj")
     summary = run_batch(tmp_path / "in", tmp_path / "out", "remesh", {"method": "qem", "faces": 60}, fmt="obj", jobs=1)
     assert summary.ok == 1 and summary.failed == 0
-    report = [r for r in summary.records if r["status"] == "ok"][0]["report"]
-    assert report["method"] == "qem" and 50 <= report["faces"] <= 60
+    record = [r for r in summary.records if r["status"] == "ok"][0]
+    assert record["method"] == "qem" and 50 <= record["faces"] <= 60 and record["metrics"]["qem"]["edge_chamfer"] is None
