@@ -211,4 +211,4 @@ def test_batch_remesh_task(shapes, tmp_path):
     summary = run_batch(tmp_path / "in", tmp_path / "out", "remesh", {"method": "qem", "faces": 60}, fmt="obj", jobs=1)
     assert summary.ok == 1 and summary.failed == 0
     record = [r for r in summary.records if r["status"] == "ok"][0]
-    assert record["method"] == "qem" and 50 <= record["faces"] <= 60 and record["metrics"]["qem"]["edge_chamfer"] is None
+    assert record["method"] == "qem" and 50 <= record["faces"] <= 60
