@@ -345,7 +345,7 @@ def input_points(mesh: Mesh, n_points: int, seed: int) -> tuple[torch.Tensor, np
 
 
 def generate_candidates(model: MeshModel, points: torch.Tensor, samples: int, max_faces: int, seed: int = 0,
-                        temperature: float = 0.8, top_p: float = 0.95, use_cache: bool = True):
+                        temperature: float = 1.0, top_p: float = 0.95, use_cache: bool = True):
     """`samples` sampled token sequences (K, T) for one input's points (1, N, 6), and for each the
     stop rules replayed over it (their `stopped` says which rule, if any, ended it)."""
     rules = StopRules(model.tok.grammar(), max_faces)
