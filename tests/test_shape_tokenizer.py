@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage
 
 from mesh3d.errors import Mesh3DError
-from mesh3d.shape.tokenizer import (BOS, EOS, POPCOUNT, OctreeGrammar, decode, dihedral, encode, grid_to_mesh,
+from mesh3d.shape.tokenizer import (BOS, EOS, POPCOUNT, OctreeGrammar, decode, dihedral, drop_fragments, encode, grid_to_mesh,
                                     level_sizes, next_nodes, occupancy, pyramid)
 
 
@@ -124,3 +124,17 @@ def test_occupancy_of_a_box_fills_its_cells():
                       [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
     grid = occupancy(corners, faces, 8)
     assert grid[:, 2:6, :].all() and not grid[:, :1].any() and not grid[:, 7:].any()
+
+
+def test_drop_fragments_removes_specks_only():
+    grid = np.zeros((16, 16, 16), bool)
+    grid[2:10, 2:10, 2:10] = True  # 512 cells
+    grid[12:14, 12:14, 12:14] = True  # 8 cells: 1.5 %, a speck
+    grid[0, 15, 0] = True
+    grid[11, 0:16, 0:3] = True  # 48 cells: 8.4 %, a real part
+    clean = drop_fragments(grid)
+    assert clean[2:10, 2:10, 2:10].all() and clean[11, :, 0:3].all()
+    assert not clean[12:14, 12:14, 12:14].any() and not clean[0, 15, 0]
+    speck = np.zeros((4, 4, 4), bool)
+    speck[1, 1, 1] = speck[3, 3, 3] = True  # two equal largest parts both stay
+    assert np.array_equal(drop_fragments(speck), speck)

@@ -5,8 +5,8 @@ normalised, tokenized at each resolution and decoded; we report
 * IoU of the decoded grid against the shape's solid (rigging.skeleton.volume.voxelise at 128³)
   at 50,000 uniform points of the normalised cube;
 * chamfer distance x100 (mean of the two one-way mean nearest distances, normalised units) and
-  F-score at tau = 0.02 between 10,000 points on the marching-cubes surface and 10,000 points
-  on the source surface;
+  F-scores at tau = 0.02 and 0.05 between 10,000 points on the marching-cubes surface and 10,000
+  points on the source surface (which keeps the inner faces a solid's surface lacks);
 * tokens and bytes per shape (one byte per octree mask: the token stream is the file).
 
 Generation (`mesh3d eval shape`): for each category of the model, as many shapes as the dev split
@@ -36,9 +36,9 @@ from scipy.spatial import cKDTree
 from mesh3d.asset import Mesh
 from mesh3d.geometry.normalize import normalize_unit_cube
 from mesh3d.geometry.sampling import sample_surface
-from mesh3d.shape.tokenizer import decode, encode, grid_to_mesh, occupancy, pyramid
+from mesh3d.shape.tokenizer import decode, encode, grid_to_mesh, occupancy
 
-F_SCORE_TAU = 0.02
+F_SCORE_TAUS = (0.02, 0.05)  # normalised units: 2 % and 5 % of the longest side
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -53,7 +53,7 @@ def chamfer(a: np.ndarray, b: np.ndarray) -> float:
     return 100 * (ab.mean() + ba.mean()) / 2
 
 
-def f_score(a: np.ndarray, b: np.ndarray, tau: float = F_SCORE_TAU) -> float:
+def f_score(a: np.ndarray, b: np.ndarray, tau: float) -> float:
     """F-score at distance tau: harmonic mean of the fractions of a near b (precision) and b near a (recall)."""
     ab, ba = distances(a, b)
     p, r = (ab < tau).mean(), (ba < tau).mean()
@@ -67,9 +67,8 @@ def surface_points(mesh: Mesh, n: int, seed: int = 0) -> np.ndarray:
 
 
 def grid_points(grid: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """n points on the marching-cubes surface of an occupancy grid, in the normalised cube."""
-    mesh = grid_to_mesh(grid)
-    return sample_surface(mesh.vertices, mesh.faces, n, np.random.default_rng(seed))[0]
+    """n points on the marching-cubes surface of an occupancy grid, after the project's normalisation."""
+    return surface_points(grid_to_mesh(grid), n, seed)
 
 
 # ----------------------------------------------------------------------------- reconstruction
@@ -95,26 +94,26 @@ def reconstruction(resolutions=(8, 16, 32), limit: int = 0, log=print) -> dict:
         normalised, _, _ = normalize_unit_cube(mesh.vertices)
         truth = voxelise(normalised, mesh.faces, 128).inside(queries)
         source = sample_surface(normalised, mesh.faces, 10_000, np.random.default_rng(1))[0]
-        finest = occupancy(normalised, mesh.faces, max(resolutions))
-        levels = pyramid(finest)
         for res in resolutions:
             depth = int(np.log2(res))
-            tokens = encode(levels[depth])
+            tokens = encode(occupancy(normalised, mesh.faces, res))  # as data_prep.shape_data makes them
             grid = decode(tokens, depth)  # exact: the round trip is lossless
             cell = np.clip(((queries + 0.5) * res).astype(int), 0, res - 1)
             pred = grid[tuple(cell.T)]
             union = (pred | truth).sum()
-            points = grid_points(grid, 10_000, 2)
+            surface = grid_to_mesh(grid)  # in the source's normalised frame: no renormalisation here
+            points = sample_surface(surface.vertices, surface.faces, 10_000, np.random.default_rng(2))[0]
             rows.append({"file": rec.file, "resolution": res, "iou": float((pred & truth).sum() / union) if union else 1.0,
-                         "chamfer": chamfer(points, source), "f_score": f_score(points, source),
+                         "chamfer": chamfer(points, source), **{f"f_score@{t}": f_score(points, source, t) for t in F_SCORE_TAUS},
                          "tokens": len(tokens), "bytes": len(tokens) - 2})
-        log(f"{rec.file:55s} " + "  ".join(f"{r['resolution']}: IoU {r['iou']:.3f} CD {r['chamfer']:.2f} F {r['f_score']:.3f} {r['bytes']} B"
+        log(f"{rec.file:55s} " + "  ".join(f"{r['resolution']}: IoU {r['iou']:.3f} CD {r['chamfer']:.2f} {r['bytes']} B"
                                          for r in rows[-len(resolutions):]))
-    mean = {res: {k: float(np.mean([r[k] for r in rows if r["resolution"] == res])) for k in ("iou", "chamfer", "f_score", "tokens", "bytes")}
-            for res in resolutions}
+    keys = ["iou", "chamfer", *(f"f_score@{t}" for t in F_SCORE_TAUS), "tokens", "bytes"]
+    mean = {res: {k: float(np.mean([r[k] for r in rows if r["resolution"] == res])) for k in keys} for res in resolutions}
     for res, m in mean.items():
-        log(f"mean {res:3d}³: IoU {m['iou']:.3f}  chamfer x100 {m['chamfer']:.2f}  F@{F_SCORE_TAU} {m['f_score']:.3f}  "
-            f"{m['tokens']:.0f} tokens  {m['bytes']:.0f} bytes per shape ({len(recs)} dev statics)")
+        log(f"mean {res:3d}³: IoU {m['iou']:.3f}  chamfer x100 {m['chamfer']:.2f}  "
+            + "  ".join(f"F@{t} {m[f'f_score@{t}']:.3f}" for t in F_SCORE_TAUS)
+            + f"  {m['tokens']:.0f} tokens  {m['bytes']:.0f} bytes per shape ({len(recs)} dev statics)")
     return {"rows": rows, "mean": mean}
 
 
@@ -140,7 +139,7 @@ def set_metrics(samples: list[np.ndarray], refs: list[np.ndarray]) -> dict:
 
 
 def generation(weights=None, data_dir="runs/shape_data", n_points: int = 2048, seed: int = 0, temperature: float = 1.0,
-               grid_image: str | None = "docs/shape_samples.png", columns: int = 6, log=print) -> dict:
+               clean: bool = True, grid_image: str | None = "docs/shape_samples.png", columns: int = 6, log=print) -> dict:
     """COV, MMD, 1-NNA of generated shapes vs the dev shapes of each category, and of training shapes (the floor).
 
     data_dir: data_prep.shape_data folder, for the training shapes of the floor rows ("" skips them).
@@ -166,7 +165,7 @@ def generation(weights=None, data_dir="runs/shape_data", n_points: int = 2048, s
             log(f"{name}: {len(refs)} dev shape(s), skipped (1-NNA needs two)")
             continue
         t0 = time.perf_counter()
-        grids = generate_grids(model, [name] * len(refs), seed=seed + c, temperature=temperature)
+        grids = generate_grids(model, [name] * len(refs), seed=seed + c, temperature=temperature, clean=clean)
         seconds = time.perf_counter() - t0
         samples = [grid_points(g, n_points) for g in grids]
         row = {"category": name, "dev_shapes": len(refs), "seconds_per_shape": seconds / len(refs), **set_metrics(samples, refs)}
@@ -186,7 +185,7 @@ def generation(weights=None, data_dir="runs/shape_data", n_points: int = 2048, s
     log(f"overall ({int(weights_n.sum())} dev shapes, {len(rows)} categories): COV {overall['cov']:.3f}  MMD {overall['mmd']:.2f}  "
         f"1-NNA {overall['1nna']:.3f}" + (f"   | train shapes: COV {overall['train_cov']:.3f}  MMD {overall['train_mmd']:.2f}  "
                                           f"1-NNA {overall['train_1nna']:.3f}" if train is not None else ""))
-    result = {"rows": rows, "overall": overall, "seed": seed, "temperature": temperature, "n_points": n_points}
+    result = {"rows": rows, "overall": overall, "seed": seed, "temperature": temperature, "clean": clean, "n_points": n_points}
     if grid_image:
         result["grid_image"] = str(sample_grid(samples_for_grid, grid_image))
         log(f"sample grid: {result['grid_image']}")
@@ -226,13 +225,15 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default="runs/shape_data", help="data_prep.shape_data folder for the training-shape floor ('' to skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--no-clean", action="store_true", help="keep the specks sampling leaves (tokenizer.drop_fragments)")
     parser.add_argument("--grid", default="docs/shape_samples.png", help="sample grid image ('' to skip)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.reconstruction:
         result = reconstruction(tuple(int(r) for r in args.resolutions.split(",")), args.limit)
     else:
-        result = generation(args.weights, args.data, seed=args.seed, temperature=args.temperature, grid_image=args.grid or None)
+        result = generation(args.weights, args.data, seed=args.seed, temperature=args.temperature, clean=not args.no_clean,
+                            grid_image=args.grid or None)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 

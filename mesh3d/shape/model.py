@@ -33,7 +33,8 @@ from mesh3d.errors import Mesh3DError
 from mesh3d.nn.model import GPT, CategoryPrefix, ConditionedGPT, GPTConfig
 from mesh3d.nn.trainer import batch_indices
 from mesh3d.nn.weights import load_weights, read_metadata, save_weights
-from mesh3d.shape.tokenizer import BOS, EOS, PAD, VOCAB_SIZE, OctreeGrammar, decode, dihedral, encode, grid_to_mesh, next_nodes, pyramid
+from mesh3d.shape.tokenizer import (BOS, EOS, PAD, VOCAB_SIZE, OctreeGrammar, decode, dihedral, drop_fragments, encode, grid_to_mesh,
+                                   next_nodes, pyramid)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "shape.safetensors"
 TASK_SPEC = "mesh3d.shape.model:ShapeTask"
@@ -132,17 +133,19 @@ def pad_tokens(sequences: list[np.ndarray]) -> torch.Tensor:
 
 @torch.no_grad()
 def generate_grids(model: ShapeModel, categories: list[str], seed: int = 0, temperature: float = 1.0,
-                   top_k: int | None = None) -> list[np.ndarray]:
+                   top_k: int | None = None, clean: bool = True) -> list[np.ndarray]:
     """One sampled occupancy grid ((2**depth)³ bool) per category name, all in one batch.
 
-    The same model, names, seed and options give the same grids (one torch.Generator seeded with `seed`).
+    clean: drop specks (tokenizer.drop_fragments). The same model, names, seed and options give
+    the same grids (one torch.Generator seeded with `seed`).
     """
     cond = model.category_ids(categories)
     prompt = torch.full((len(categories), 1), BOS, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
     seq = model.net.generate(cond, prompt, model.max_tokens - 1, temperature=temperature, top_k=top_k,
                              grammar=OctreeGrammar(model.depth, model.max_tokens), eos_id=EOS, generator=generator)
-    return [decode(row, model.depth) for row in seq.tolist()]
+    grids = [decode(row, model.depth) for row in seq.tolist()]
+    return [drop_fragments(g) for g in grids] if clean else grids
 
 
 def generate_mesh(model: ShapeModel, category: str, seed: int = 0, temperature: float = 1.0, smooth: float = 0.6) -> Mesh:
