@@ -104,3 +104,13 @@ def test_cli_rejects_an_unknown_category_and_remesh(weights, tmp_path, capsys):
     assert "unknown category 'dragon'" in err and "blob" in err
     assert cli(["generate", "--category", "blob", "--remesh", "--weights", str(weights), "-o", str(tmp_path / "x.glb")]) == 1
     assert "not available" in capsys.readouterr().err
+
+
+def test_shipped_model_lists_categories_and_generates_repeatably(tmp_path, capsys):
+    assert cli(["generate", "--list-categories"]) == 0
+    names = capsys.readouterr().out.split()
+    assert len(names) == 13 and "nature_pack" in names
+    outs = [tmp_path / "a.obj", tmp_path / "b.obj"]
+    for out in outs:
+        assert cli(["generate", "--category", "nature_pack", "--seed", "5", "-o", str(out)]) == 0
+    assert outs[0].read_bytes() == outs[1].read_bytes() and outs[0].stat().st_size > 1000
