@@ -38,6 +38,67 @@ ANALYSIS_FACES = 20000  # meshes above this are decimated for the analysis
 VISIBILITY_RESOLUTION = 64  # voxels along the longest side for the line-of-sight test
 CANDIDATES = 6  # nearest bones tried for visibility, per vertex
 TIE = 1e-3  # bones within this relative distance of the nearest visible one share the vertex
+HEAT = 1.0
+BONE_FRACTION = 1.0
+LEAF_EXT = 0.0
+COSPEN = False
+FACING = True
+LAP = "robust"
+BEYOND = True
+WELDN = False
+NEAREST_ONLY = False
+LEAF_AXIS = False
+MULTI = "all"
+
+
+def _welded_normals(vertices, faces):
+    scale = max(float(np.ptp(vertices, axis=0).max()), 1e-12)
+    key = np.round((vertices - vertices.min(0)) / scale * 1e6).astype(np.int64)
+    _, group = np.unique(key, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    tri = vertices[faces]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    acc = np.zeros((group.max() + 1, 3))
+    for c in range(3):
+        np.add.at(acc, group[faces[:, c]], fn)
+    n = acc[group]
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.where(norm > 1e-12, n / np.maximum(norm, 1e-300), 0.0)
+
+
+def _cotan_laplacian(vertices, faces):
+    """Cotan Laplacian, each face's cot split by the number of faces on the edge; mixed-area mass."""
+    tri = vertices[faces]
+    cots = []
+    for i in range(3):
+        a, b = tri[:, (i + 1) % 3] - tri[:, i], tri[:, (i + 2) % 3] - tri[:, i]
+        cots.append((a * b).sum(1) / np.maximum(np.linalg.norm(np.cross(a, b), axis=1), 1e-12))
+    cots = np.stack(cots, 1)  # cot at corner i, for the opposite edge
+    ei = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
+    ej = np.concatenate([faces[:, 2], faces[:, 0], faces[:, 1]])
+    w = np.concatenate([cots[:, 0], cots[:, 1], cots[:, 2]])
+    key = np.minimum(ei, ej) * len(vertices) + np.maximum(ei, ej)
+    _, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
+    w = w / cnt[inv]
+    n = len(vertices)
+    off = sp.coo_matrix((-w, (ei, ej)), shape=(n, n))
+    off = (off + off.T).tocsr()
+    lap = sp.diags(-np.asarray(off.sum(1)).ravel()) + off
+    # mixed area
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    l2 = np.stack([((tri[:, (i + 1) % 3] - tri[:, (i + 2) % 3]) ** 2).sum(1) for i in range(3)], 1)
+    obtuse = cots < 0
+    any_obt = obtuse.any(1)
+    va = np.zeros((len(faces), 3))
+    for i in range(3):
+        j, k = (i + 1) % 3, (i + 2) % 3
+        va[:, i] = 0.125 * (cots[:, j] * l2[:, j] + cots[:, k] * l2[:, k])
+    va = np.where(any_obt[:, None], np.where(obtuse, area[:, None] / 2, area[:, None] / 4), va)
+    mass = np.zeros(n)
+    for i in range(3):
+        np.add.at(mass, faces[:, i], va[:, i])
+    return lap, sp.diags(mass)
+PRUNE_END, PRUNE_START = 0.0, 0.0
 
 
 def geometric_skin(mesh: Mesh, skeleton: Skeleton, k: int = 4, analysis_faces: int = ANALYSIS_FACES) -> Skin:
@@ -61,11 +122,16 @@ def geometric_skin(mesh: Mesh, skeleton: Skeleton, k: int = 4, analysis_faces: i
         vertices, faces = _decimate(vertices, faces, analysis_faces)
     normals = _vertex_normals(vertices, faces)
     vol = voxelise(vertices, faces, VISIBILITY_RESOLUTION)
-    stiffness, target = _attachments(vertices, normals, vol, seg_a, seg_b, owner, len(deforming))
+    stiffness, target, direct = _attachments(vertices, _welded_normals(vertices, faces) if WELDN else normals, vol, seg_a, seg_b, owner, len(deforming))
+    if NEAREST_ONLY and len(faces):
+        comp = _components(len(vertices), faces)
+        has = np.bincount(comp, weights=direct, minlength=comp.max() + 1) > 0
+        stiffness = np.where(direct | ~has[comp], stiffness, 0.0)
     weights = _diffuse(vertices, faces, stiffness, target)
 
     if vertices is not full_vertices:
         weights = _transfer(vertices, faces, normals, weights, full_vertices, full_faces)
+    weights = _prune(weights)
     dense = np.zeros((len(mesh.vertices), len(skeleton)))
     dense[:, deforming] = weights[inverse]
     return Skin.from_dense(dense, k)
@@ -75,10 +141,28 @@ def _bones(skeleton: Skeleton, deforming: np.ndarray) -> tuple[np.ndarray, np.nd
     """Segments (S, 3) start and end and their owner (S,), an index into ``deforming``."""
     seg_a, seg_b, owner = [], [], []
     for slot, j in enumerate(deforming):
-        kids = skeleton.children(int(j)) or [int(j)]  # a childless joint is a point bone
-        for c in kids:
+        kids = skeleton.children(int(j))
+        ends = [skeleton.joints[j] + BONE_FRACTION * (skeleton.joints[c] - skeleton.joints[j]) for c in kids]
+        has_axis = skeleton.frames is not None and np.abs(skeleton.frames[j] - np.eye(3)).max() > 1e-3
+        if len(kids) > 1 and MULTI != "all":
+            lens = [np.linalg.norm(skeleton.joints[c] - skeleton.joints[j]) for c in kids]
+            short = min(lens)
+            if MULTI == "axis" and has_axis:
+                ends = [skeleton.joints[j] + skeleton.frames[j][:, 1] * short]
+            elif MULTI in ("axis", "short"):
+                ends = [skeleton.joints[j] + (skeleton.joints[c] - skeleton.joints[j]) * short / max(l, 1e-12) for c, l in zip(kids, lens)]
+            elif MULTI == "mean":
+                m = np.mean([skeleton.joints[c] for c in kids], 0) - skeleton.joints[j]
+                ends = [skeleton.joints[j] + m / max(np.linalg.norm(m), 1e-12) * short]
+        if not kids:
+            p = skeleton.parents[j]
+            ext = LEAF_EXT * (skeleton.joints[j] - skeleton.joints[p]) if p >= 0 else np.zeros(3)
+            if LEAF_AXIS and skeleton.frames is not None and np.abs(skeleton.frames[j] - np.eye(3)).max() > 1e-3:
+                ext = skeleton.frames[j][:, 1] * np.linalg.norm(ext)
+            ends = [skeleton.joints[j] + ext]
+        for e in ends:
             seg_a.append(skeleton.joints[j])
-            seg_b.append(skeleton.joints[c])
+            seg_b.append(e)
             owner.append(slot)
     return np.array(seg_a), np.array(seg_b), np.array(owner)
 
@@ -152,6 +236,7 @@ def _attachments(
     """
     n, s = len(vertices), len(seg_a)
     stiffness = np.zeros(n)
+    direct = np.zeros(n, bool)
     target = np.zeros((n, num_joints))
     diag = max(float(np.linalg.norm(np.ptp(vertices, axis=0))), 1e-12)
     chunk = max(1, 200_000 // max(s, 1))
@@ -163,15 +248,22 @@ def _attachments(
         offset = closest - v[:, None]
         # Past a bone's end the child joint's own bones take over (a hair's breadth closer), as in
         # an artist's rig where the foot, not the shin, holds the toes.
-        dist = np.linalg.norm(offset, axis=2) + beyond * (1e-4 * diag)  # (c, S)
+        dist = np.linalg.norm(offset, axis=2) + BEYOND * beyond * (1e-4 * diag)  # (c, S)
+        if COSPEN:
+            cos = -(offset * nrm[:, None]).sum(2) / np.maximum(np.linalg.norm(offset, axis=2), 1e-12)
+            dist = dist / (0.5 * (cos + 1.001))
         order = np.argsort(dist, axis=1)[:, : min(CANDIDATES, s)]
         rows = np.arange(len(v))[:, None]
         cand_off = offset[rows, order]  # (c, C, 3)
         cand_d = dist[rows, order]
-        facing = (cand_off * nrm[:, None]).sum(2) <= 0.17 * cand_d  # behind the surface
+        facing = (cand_off * nrm[:, None]).sum(2) <= 0.17 * np.linalg.norm(cand_off, axis=2)  # behind the surface
+        if not FACING:
+            facing[:] = True
         line = v[:, None, None] + line_t[None, None, :, None] * cand_off[:, :, None]  # (c, C, 8, 3)
         inside = vol.inside(line).all(2)
         visible = facing & inside
+        tied = cand_d <= cand_d[:, :1] * (1 + TIE) + 1e-9 * diag
+        direct[start : start + chunk] = (visible & tied).any(1)
         visible[~visible.any(1), 0] = True  # nobody visible: the nearest bone
         d_vis = np.where(visible, cand_d, np.inf)
         best = d_vis.min(1, keepdims=True)
@@ -181,14 +273,16 @@ def _attachments(
         target[start : start + chunk] = p / p.sum(1, keepdims=True)
         # Stiffness 1/d^2 (the mass matrix carries the area, so M H is scale-free); a vertex on a
         # bone gets a large finite value.
-        stiffness[start : start + chunk] = 1.0 / np.maximum(best[:, 0], 1e-4 * diag) ** 2
-    return stiffness, target
+        stiffness[start : start + chunk] = HEAT / np.maximum(best[:, 0], 1e-4 * diag) ** 2
+    return stiffness, target, direct
 
 
 def _diffuse(vertices: np.ndarray, faces: np.ndarray, stiffness: np.ndarray, target: np.ndarray) -> np.ndarray:
     """(V, J) weights solving (L + M H) w = M H p, clipped to [0, 1] and renormalised; rows the
     solve leaves empty fall back to the target."""
-    if len(faces):
+    if len(faces) and LAP == "cotan":
+        lap, mass = _cotan_laplacian(vertices, faces)
+    elif len(faces):
         lap, mass = robust_laplacian.mesh_laplacian(np.ascontiguousarray(vertices), np.ascontiguousarray(faces))
     elif len(vertices) > 30:
         lap, mass = robust_laplacian.point_cloud_laplacian(np.ascontiguousarray(vertices))
@@ -203,6 +297,15 @@ def _diffuse(vertices: np.ndarray, faces: np.ndarray, stiffness: np.ndarray, tar
     weights = np.nan_to_num(weights).clip(0, 1)
     total = weights.sum(1, keepdims=True)
     return np.where(total > 1e-8, weights / np.maximum(total, 1e-300), target)
+
+
+def _prune(weights):
+    if PRUNE_START <= 0:
+        return weights
+    w = np.where(weights < PRUNE_END, 0.0, np.where(weights < PRUNE_START, (weights - PRUNE_END) / (PRUNE_START - PRUNE_END) * PRUNE_START, weights))
+    empty = w.sum(1) == 0
+    w[empty, weights[empty].argmax(1)] = 1.0
+    return w / w.sum(1, keepdims=True)
 
 
 def _components(num_vertices: int, faces: np.ndarray) -> np.ndarray:
