@@ -114,7 +114,7 @@ def geometric_skin(mesh: Mesh, skeleton: Skeleton, k: int = 4, analysis_faces: i
     deforming = np.flatnonzero(~skeleton.helper)
     if not len(deforming):
         raise Mesh3DError("every joint of the skeleton is a helper: no joint can carry skin weight")
-    seg_a, seg_b, owner = _bones(skeleton, deforming)
+    seg_a, seg_b, owner = _bones(skeleton, deforming, max(float(np.linalg.norm(np.ptp(mesh.vertices, axis=0))), 1e-12))
 
     vertices, faces, inverse = _merge_vertices(mesh.vertices, mesh.faces)
     full_vertices, full_faces = vertices, faces
@@ -137,34 +137,45 @@ def geometric_skin(mesh: Mesh, skeleton: Skeleton, k: int = 4, analysis_faces: i
     return Skin.from_dense(dense, k)
 
 
-def _bones(skeleton: Skeleton, deforming: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Segments (S, 3) start and end and their owner (S,), an index into ``deforming``."""
-    seg_a, seg_b, owner = [], [], []
-    for slot, j in enumerate(deforming):
+def _bones(skeleton: Skeleton, deforming: np.ndarray, diag: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One segment per deforming joint: start (J', 3), end (J', 3), as an artist's bone.
+
+    A joint with one child points at it. A branching joint (a chest, a hand) points along its
+    bind frame's +Y axis (glTF's and Blender's bone axis) or, if the skeleton carries no bind
+    orientation, towards the mean of its children, and is as long as its nearest child is far:
+    segments to every child would own the start of each limb (the shoulders, the fingers' roots).
+    A leaf (a head, a foot) continues along its +Y axis (or its parent's direction) for its
+    parent bone's length, so it owns the part beyond its joint. A zero-length bone (two joints
+    on one spot) takes the skeleton's mean bone length along its axis, or stays a point.
+    diag: the mesh's bbox diagonal, the length of last resort.
+    """
+    joints, parents = skeleton.joints, skeleton.parents
+    frames = skeleton.frames
+    oriented = frames is not None and bool((np.abs(frames - np.eye(3)).max((1, 2)) > 1e-3).any())
+    lengths = np.linalg.norm(joints[1:] - joints[parents[1:]], axis=1) if len(joints) > 1 else np.zeros(0)
+    tiny = 1e-6 * diag
+    typical = float(lengths[lengths > tiny].mean()) if (lengths > tiny).any() else 0.1 * diag
+    seg_a, seg_b = [], []
+    for j in deforming:
         kids = skeleton.children(int(j))
-        ends = [skeleton.joints[j] + BONE_FRACTION * (skeleton.joints[c] - skeleton.joints[j]) for c in kids]
-        has_axis = skeleton.frames is not None and np.abs(skeleton.frames[j] - np.eye(3)).max() > 1e-3
-        if len(kids) > 1 and MULTI != "all":
-            lens = [np.linalg.norm(skeleton.joints[c] - skeleton.joints[j]) for c in kids]
-            short = min(lens)
-            if MULTI == "axis" and has_axis:
-                ends = [skeleton.joints[j] + skeleton.frames[j][:, 1] * short]
-            elif MULTI in ("axis", "short"):
-                ends = [skeleton.joints[j] + (skeleton.joints[c] - skeleton.joints[j]) * short / max(l, 1e-12) for c, l in zip(kids, lens)]
-            elif MULTI == "mean":
-                m = np.mean([skeleton.joints[c] for c in kids], 0) - skeleton.joints[j]
-                ends = [skeleton.joints[j] + m / max(np.linalg.norm(m), 1e-12) * short]
-        if not kids:
-            p = skeleton.parents[j]
-            ext = LEAF_EXT * (skeleton.joints[j] - skeleton.joints[p]) if p >= 0 else np.zeros(3)
-            if LEAF_AXIS and skeleton.frames is not None and np.abs(skeleton.frames[j] - np.eye(3)).max() > 1e-3:
-                ext = skeleton.frames[j][:, 1] * np.linalg.norm(ext)
-            ends = [skeleton.joints[j] + ext]
-        for e in ends:
-            seg_a.append(skeleton.joints[j])
-            seg_b.append(e)
-            owner.append(slot)
-    return np.array(seg_a), np.array(seg_b), np.array(owner)
+        offsets = joints[kids] - joints[j]
+        if len(kids) == 1:
+            direction, length = offsets[0], float(np.linalg.norm(offsets[0]))
+        elif len(kids) > 1:
+            length = float(np.linalg.norm(offsets, axis=1).min())
+            direction = frames[j][:, 1] if oriented else offsets.mean(0)
+        elif parents[j] >= 0:
+            direction = joints[j] - joints[parents[j]]
+            length = float(np.linalg.norm(direction))
+            direction = frames[j][:, 1] if oriented else direction
+        else:
+            direction, length = np.zeros(3), 0.0
+        if length <= tiny and oriented:
+            direction, length = frames[j][:, 1], typical
+        norm = float(np.linalg.norm(direction))
+        seg_a.append(joints[j])
+        seg_b.append(joints[j] + (direction / norm * length if norm > tiny and length > tiny else 0.0))
+    return np.array(seg_a), np.array(seg_b), np.arange(len(deforming))
 
 
 def _merge_vertices(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
