@@ -251,7 +251,9 @@ def summarise(rows: list[dict]) -> dict:
 def benchmark(min_faces: int, source: str = "modular_women/Worker.glb") -> dict:
     """Time and peak memory of skeleton + skin on a shared rig's mesh subdivided (each triangle
     into four) until it has at least ``min_faces`` faces. Peak memory is this process's maximum
-    resident set size, so run it in a fresh process."""
+    resident set size, so run it in a fresh process. With the Blender venv, also Blender's bone
+    heat on the same mesh and skeleton (``blender_skin_s``, including Blender's start) and
+    ``skin_vs_blender``, our skinning time over Blender's."""
     import resource
 
     import trimesh
@@ -274,9 +276,9 @@ def benchmark(min_faces: int, source: str = "modular_women/Worker.glb") -> dict:
     skeleton = geometric_skeleton(mesh)
     t_skel = time.perf_counter() - t
     t = time.perf_counter()
-    geometric_skin(mesh, skeleton)
+    skin = geometric_skin(mesh, skeleton)
     t_skin = time.perf_counter() - t
-    return {
+    out = {
         "faces": len(faces),
         "vertices": len(vertices),
         "joints": len(skeleton),
@@ -285,6 +287,14 @@ def benchmark(min_faces: int, source: str = "modular_women/Worker.glb") -> dict:
         "total_s": t_skel + t_skin,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    from mesh3d.io.blender import blender_available, bone_heat_with_blender
+
+    if blender_available():  # Blender runs in a subprocess: our peak memory above is unaffected
+        t = time.perf_counter()
+        bone_heat_with_blender(mesh, skeleton, skin)
+        out["blender_skin_s"] = time.perf_counter() - t
+        out["skin_vs_blender"] = t_skin / out["blender_skin_s"]
+    return out
 
 
 def print_row(row: dict) -> None:
