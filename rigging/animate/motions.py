@@ -629,14 +629,14 @@ def _axis_needed(labels: Labels) -> Optional[str]:
     return None if len(_axis_order(labels)) >= 3 else "its body axis has fewer than 3 joints"
 
 
-@_register("swim", "fish swim (cruising): a travelling wave growing towards the tail, fins paddling", 3.0, _axis_needed)
+@_register("swim", "fish swim (cruising): a travelling wave growing towards the tail, fins paddling", 3.5, _axis_needed)
 def _swim(rig: Rig, phi: np.ndarray) -> Pose:
     lab = rig.labels
-    # Slow cruising: the sideways amplitude grows as the cube of the distance from the head to 0.08
+    # Slow cruising: the sideways amplitude grows as the cube of the distance from the head to 0.07
     # body lengths at the tail tip (thunniform-like: the front half barely moves), on a wave one
     # body long; fins scull gently. The head barely yaws and the body does not bob, as in the
     # artist clips of the shared fish.
-    deltas = _wave_body(rig, phi, lambda s: 0.08 * s**3, 1.0)
+    deltas = _wave_body(rig, phi, lambda s: 0.07 * s**3, 1.0)
     for c in lab.get("fin") + lab.get("wing"):
         for k, j in enumerate(c.joints):
             _turn(deltas, j, rotation(lab.forward, c.side * 5 * DEG * np.sin(2 * np.pi * phi - 0.6 * k)))
