@@ -97,6 +97,34 @@ def test_fish_and_a_snake(rigs, rig_records):
     assert np.ptp(p[:, :, 0], axis=0).max() > 0.1  # the body really undulates sideways
 
 
+def test_a_rig_bound_lying_on_its_side_gets_its_own_up(rig_records):
+    """The Triceratops is bound lying on its side (head along +Y, legs along +X): labelled with
+    +Y up it looked like a flyer. Its up is -X (the feet's side is the ground), its forward +Y,
+    and its limbs are legs and arms, not wings."""
+    (r,) = [r for r in rig_records if r.file == "dinosaurs_pack/Triceratops.glb"]
+    a = load(r.path)
+    labels = label_chains(a.skeleton, a.mesh)
+    assert np.allclose(labels.up, [-1, 0, 0]) and np.allclose(labels.forward, [0, 1, 0])
+    assert labels.kind != "flyer" and labels.get("leg") and not labels.get("wing")
+    # Upright figures whose arms reach forward (mechs) keep +Y: they stand on their legs.
+    mech = next(r for r in rig_records if r.file == "ultimate_space_pack/Mech_FinnTheFrog-transformed.glb")
+    m = load(mech.path)
+    upright = label_chains(m.skeleton, m.mesh)
+    assert upright.kind == "humanoid" and np.allclose(upright.up, [0, 1, 0])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rigging.skeleton.geometric") is None, reason="rigging.skeleton.geometric not in this checkout")
+def test_geometric_rigs_of_fish_with_long_fins_are_fish(rig_records):
+    """Long fins reaching back or down are fins, not wings (these three were labelled flyers)."""
+    from rigging.skeleton.geometric import geometric_skeleton
+
+    by_file = {r.file: r for r in rig_records}
+    for f in ("cute_fish_pack/BlueTang.glb", "cute_fish_pack/Lionfish.glb", "cute_fish_pack/YellowTang.glb", "fish_pack/Whale.glb"):
+        a = load(by_file[f].path)
+        labels = label_chains(geometric_skeleton(a.mesh), a.mesh)
+        assert labels.kind == "fish" and not labels.get("wing"), f
+
+
 @pytest.mark.skipif(importlib.util.find_spec("data_prep.procedural") is None, reason="data_prep.procedural not in this checkout")
 def test_procedural_creatures_are_labelled_as_their_kind():
     from data_prep.procedural import make_creature

@@ -52,7 +52,7 @@ class Labels:
     """What a skeleton is: its kind, chains, axes and ground.
 
     parents: (J,) body-tree parents (-2 for helpers). root: the joint the legs hang from (the hips),
-    or the body root. up, forward, left: (3,) unit vectors. ground: height (Y) of the ground.
+    or the body root. up, forward, left: (3,) unit vectors. ground: height of the ground along ``up``.
     size: longest side of the body's bounding box. joint_labels: a label per joint ("helper",
     "other" for joints nothing claimed).
     """
@@ -80,7 +80,7 @@ class Labels:
 def leg_length(skeleton: Skeleton, labels: Labels, chain: Chain) -> float:
     """A leg's length: its chain's length, or the height of its hip above the ground when larger
     (rigs whose last leg joint is the knee and whose shin hangs from it)."""
-    return max(chain_length(skeleton.joints, chain.joints), float(skeleton.joints[chain.joints[0], 1] - labels.ground))
+    return max(chain_length(skeleton.joints, chain.joints), float(skeleton.joints[chain.joints[0]] @ labels.up - labels.ground))
 
 
 def foot_point(skeleton: Skeleton, labels: Labels, chain: Chain) -> tuple[int, np.ndarray]:
@@ -88,11 +88,10 @@ def foot_point(skeleton: Skeleton, labels: Labels, chain: Chain) -> tuple[int, n
     axes at rest. Zero when the tip is at the ground; straight down to the ground when the tip is
     the knee and the shin hangs from it (the offset turns with that joint)."""
     tip = chain.joints[-1]
-    h = float(skeleton.joints[tip, 1] - labels.ground)
-    offset = np.zeros(3)
+    h = float(skeleton.joints[tip] @ labels.up - labels.ground)
     if h > 0.1 * leg_length(skeleton, labels, chain):
-        offset[1] = -h
-    return tip, offset
+        return tip, -h * labels.up
+    return tip, np.zeros(3)
 
 
 def chain_length(points: np.ndarray, chain: list[int]) -> float:
@@ -172,7 +171,57 @@ def _lateral_axis(points: np.ndarray) -> int:
 
 
 def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
-    """Label the chains of ``skeleton`` (see the module docstring); ``mesh`` refines ground contact."""
+    """Label the chains of ``skeleton`` (see the module docstring); ``mesh`` refines ground contact.
+
+    Up is the file's +Y unless the body lies on its side in the bind pose (:func:`_lying_down`):
+    then the skeleton and mesh are turned so that the limbs hang down, labelled, and the labels'
+    axes turned back (``ground`` is a height along ``up``).
+    """
+    labels = _label(skeleton, mesh)
+    down = _lying_down(skeleton.joints, labels)
+    if down is None:
+        return labels
+    from rigging.animate.kinematics import rotation_between
+
+    turn = rotation_between(down, np.array([0.0, -1.0, 0.0]))
+    turned = _label(replace(skeleton, joints=skeleton.joints @ turn.T, frames=None),
+                    replace(mesh, vertices=mesh.vertices @ turn.T, normals=None) if mesh is not None else None)
+    return replace(turned, up=turn.T @ turned.up, forward=turn.T @ turned.forward, left=turn.T @ turned.left)
+
+
+def _lying_down(pts: np.ndarray, labels: Labels) -> Optional[np.ndarray]:
+    """The down direction (a world axis, (3,)) of a body bound lying on its side; None when +Y is up.
+
+    The evidence: the body axis runs vertically, as an upright figure's would, yet its limbs do not
+    hang down: their root-to-tip directions, with the sideways part removed (so left and right
+    arms held out cancel), point mostly one horizontal way. An upright figure's legs point down;
+    a level body (a fish, a quadruped) and one standing on legs are never turned.
+    """
+    axis = [j for c in labels.get("tail") for j in c.joints][::-1] + [j for k in ("spine", "neck", "head") for c in labels.get(k) for j in c.joints]
+    limbs = [c for c in labels.chains if c.side != 0 and len(c.joints) > 1]
+    if labels.get("leg") or len(axis) < 2 or len(limbs) < 2:
+        return None
+    d = pts[axis[-1]] - pts[axis[0]]
+    if abs(d[1]) <= np.linalg.norm([d[0], d[2]]):
+        return None
+    dirs = []
+    for c in limbs:
+        v = pts[c.joints[-1]] - pts[c.joints[0]]
+        v = v - np.dot(v, labels.left) * labels.left
+        dirs.append(v / (np.linalg.norm(v) or 1.0))
+    mean = np.mean(dirs, axis=0)
+    flat = mean.copy()
+    flat[1] = 0.0
+    if np.linalg.norm(flat) < 0.5 or np.linalg.norm(flat) < abs(mean[1]):
+        return None
+    k = int(np.argmax(np.abs(flat)))
+    down = np.zeros(3)
+    down[k] = np.sign(flat[k])
+    return down
+
+
+def _label(skeleton: Skeleton, mesh: Optional[Mesh]) -> Labels:
+    """:func:`label_chains` with +Y up."""
     parents = body_parents(skeleton)
     body = np.flatnonzero(parents >= -1)
     pts = skeleton.joints
@@ -249,7 +298,7 @@ def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
             m["kind"] = "leg"
         elif not m["lateral"]:
             m["kind"] = None  # a centre piece off the trunk (a jaw, a crest): part of its section
-        elif m["length"] > 0.35 * axis_length:
+        elif m["length"] > 0.35 * axis_length and _spread_out(pts, m["chain"], left):
             m["kind"] = "long"
         else:
             m["kind"] = "small"
@@ -324,6 +373,13 @@ def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
     else:
         kind = "fish"
     return Labels(kind, chains, parents, int(root), up, forward, left, ground, size, labels)
+
+
+def _spread_out(pts: np.ndarray, chain: list[int], left: np.ndarray) -> bool:
+    """Whether a limb reaches out sideways (a wing's span) more than back or down (a long fin):
+    its tip's sideways offset from its root is at least half the root-to-tip distance."""
+    d = pts[chain[-1]] - pts[chain[0]]
+    return abs(float(np.dot(d, left))) >= 0.5 * float(np.linalg.norm(d))
 
 
 def _paired(skeleton: Skeleton, joints: np.ndarray, lat: int, mid: float, size: float) -> np.ndarray:
