@@ -99,13 +99,17 @@ def test_fish_and_a_snake(rigs, rig_records):
 
 def test_a_rig_bound_lying_on_its_side_gets_its_own_up(rig_records):
     """The Triceratops is bound lying on its side (head along +Y, legs along +X): labelled with
-    +Y up it looked like a flyer. Its up is -X (the feet's side is the ground), its forward +Y,
-    and its limbs are legs and arms, not wings."""
+    +Y up it was a legless flyer. Its up is -X (the feet's side is the ground), its forward +Y,
+    and its front feet stand on that ground. (Its hind feet are bound lifted off it, so it is not
+    yet a quadruped.)"""
     (r,) = [r for r in rig_records if r.file == "dinosaurs_pack/Triceratops.glb"]
     a = load(r.path)
     labels = label_chains(a.skeleton, a.mesh)
     assert np.allclose(labels.up, [-1, 0, 0]) and np.allclose(labels.forward, [0, 1, 0])
-    assert labels.kind != "flyer" and labels.get("leg") and not labels.get("wing")
+    assert labels.kind != "flyer" and len(labels.get("leg")) == 2
+    front = [a.skeleton.names[c.joints[-1]] for c in labels.get("leg")]
+    assert sorted(front) == ["FrontFoot.L", "FrontFoot.R"]
+    assert labels.get("tail") and labels.get("head")
     # Upright figures whose arms reach forward (mechs) keep +Y: they stand on their legs.
     mech = next(r for r in rig_records if r.file == "ultimate_space_pack/Mech_FinnTheFrog-transformed.glb")
     m = load(mech.path)
@@ -115,14 +119,18 @@ def test_a_rig_bound_lying_on_its_side_gets_its_own_up(rig_records):
 
 @pytest.mark.skipif(importlib.util.find_spec("rigging.skeleton.geometric") is None, reason="rigging.skeleton.geometric not in this checkout")
 def test_geometric_rigs_of_fish_with_long_fins_are_fish(rig_records):
-    """Long fins reaching back or down are fins, not wings (these three were labelled flyers)."""
+    """Long fins reaching back or down are fins, not wings (BlueTang, Lionfish and YellowTang were
+    labelled flyers); low fins of a fish whose belly lies as low are not legs (ButterflyFish was
+    a multiped); a tall fish, its body axis vertical, is not a body lying on its side (Sunfish)."""
     from rigging.skeleton.geometric import geometric_skeleton
 
     by_file = {r.file: r for r in rig_records}
-    for f in ("cute_fish_pack/BlueTang.glb", "cute_fish_pack/Lionfish.glb", "cute_fish_pack/YellowTang.glb", "fish_pack/Whale.glb"):
+    for f in ("cute_fish_pack/BlueTang.glb", "cute_fish_pack/Lionfish.glb", "cute_fish_pack/YellowTang.glb",
+              "cute_fish_pack/ButterflyFish.glb", "cute_fish_pack/Sunfish.glb", "fish_pack/Whale.glb"):
         a = load(by_file[f].path)
         labels = label_chains(geometric_skeleton(a.mesh), a.mesh)
-        assert labels.kind == "fish" and not labels.get("wing"), f
+        assert labels.kind == "fish" and not labels.get("wing") and not labels.get("leg"), f
+        assert np.allclose(labels.up, [0, 1, 0]), f
 
 
 @pytest.mark.skipif(importlib.util.find_spec("data_prep.procedural") is None, reason="data_prep.procedural not in this checkout")

@@ -31,6 +31,7 @@ from rigging.animate.kinematics import body_parents
 CENTRE_TOLERANCE = 0.02  # of the body size: how far from the symmetry plane a trunk joint may be
 TWIN_TOLERANCE = 0.03  # of the body size: how far a limb joint's mirror image may be from its twin
 GROUND_TOLERANCE = 0.08  # of the body height: how close to the ground a leg's lowest point is
+CLEARANCE = 0.1  # of the body height: how far above the ground legs hold the body between them
 
 
 @dataclass
@@ -192,14 +193,15 @@ def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
 def _lying_down(pts: np.ndarray, labels: Labels) -> Optional[np.ndarray]:
     """The down direction (a world axis, (3,)) of a body bound lying on its side; None when +Y is up.
 
-    The evidence: the body axis runs vertically, as an upright figure's would, yet its limbs do not
-    hang down: their root-to-tip directions, with the sideways part removed (so left and right
-    arms held out cancel), point mostly one horizontal way. An upright figure's legs point down;
+    The evidence: the body axis runs vertically, as an upright figure's would, yet its limbs (two
+    pairs or more, none of them on the ground) do not hang down: their root-to-tip directions,
+    with the sideways part removed (so left and right arms held out cancel), point mostly one
+    horizontal way. (A tall fish, its axis from dorsal to ventral fin, has one pair of fins.) An upright figure's legs point down;
     a level body (a fish, a quadruped) and one standing on legs are never turned.
     """
     axis = [j for c in labels.get("tail") for j in c.joints][::-1] + [j for k in ("spine", "neck", "head") for c in labels.get(k) for j in c.joints]
     limbs = [c for c in labels.chains if c.side != 0 and len(c.joints) > 1]
-    if labels.get("leg") or len(axis) < 2 or len(limbs) < 2:
+    if labels.get("leg") or len(axis) < 2 or len(limbs) < 4:
         return None
     d = pts[axis[-1]] - pts[axis[0]]
     if abs(d[1]) <= np.linalg.norm([d[0], d[2]]):
@@ -298,11 +300,15 @@ def _label(skeleton: Skeleton, mesh: Optional[Mesh]) -> Labels:
             m["kind"] = "leg"
         elif not m["lateral"]:
             m["kind"] = None  # a centre piece off the trunk (a jaw, a crest): part of its section
-        elif m["length"] > 0.35 * axis_length and _spread_out(pts, m["chain"], left):
+        elif m["length"] > 0.35 * axis_length:
             m["kind"] = "long"
         else:
             m["kind"] = "small"
     legs = [m for m in limbs if m["kind"] == "leg"]
+    if legs and not _carried(pts, axis, [m["anchor"] for m in legs], near, ground, height):
+        for m in legs:  # low fins of a body lying on the ground (a fish's belly)
+            m["kind"] = "long" if m["length"] > 0.35 * axis_length else "small"
+        legs = []
     if len(legs) == 2 and not upright and np.mean([m["anchor"] for m in legs]) > 0.5 * (len(axis) - 1):
         # A pair of "legs" on the front half of a level body is a pair of low fins (a whale's
         # flippers): two-legged level bodies (birds, raptors) stand on hips behind their middle.
@@ -316,7 +322,8 @@ def _label(skeleton: Skeleton, mesh: Optional[Mesh]) -> Labels:
             # Legless bodies: fins. Otherwise arms, unless too short to be one (ears, antennae).
             m["kind"] = "fin" if not legs else "arm" if m["length"] > 0.1 * axis_length else None
         if m["kind"] == "long":
-            m["kind"] = "arm" if upright and legs else "wing"
+            # Without legs, a long limb reaching back or down is a fin; a wing spans sideways.
+            m["kind"] = "arm" if upright and legs else "wing" if legs or _spread_out(pts, m["chain"], left) else "fin"
     hips = min((m["anchor"] for m in legs), default=0)
     anchors = [m["anchor"] for m in limbs if m["kind"]]
     if anchors:
@@ -373,6 +380,20 @@ def _label(skeleton: Skeleton, mesh: Optional[Mesh]) -> Labels:
     else:
         kind = "fish"
     return Labels(kind, chains, parents, int(root), up, forward, left, ground, size, labels)
+
+
+def _carried(pts: np.ndarray, axis: list[int], anchors: list[int], near, ground: float, height: float) -> bool:
+    """Whether limbs touching the ground hang from a body they hold up: the body axis between the
+    front-most and rear-most of their ``anchors`` (positions on ``axis``), with the mesh around it
+    when ``near`` (vertex owners, heights) is given, stays above the ground by CLEARANCE of the
+    body's height. A fish's belly lies as low as its lowest fins."""
+    section = axis[min(anchors): max(anchors) + 1]
+    low = float(pts[section, 1].min())
+    if near is not None:
+        mine = np.isin(near[0], section)
+        if mine.any():
+            low = min(low, float(near[1][mine].min()))
+    return low - ground > CLEARANCE * height
 
 
 def _spread_out(pts: np.ndarray, chain: list[int], left: np.ndarray) -> bool:
