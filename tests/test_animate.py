@@ -120,13 +120,13 @@ def test_a_rig_bound_lying_on_its_side_gets_its_own_up(rig_records):
 @pytest.mark.skipif(importlib.util.find_spec("rigging.skeleton.geometric") is None, reason="rigging.skeleton.geometric not in this checkout")
 def test_geometric_rigs_of_fish_with_long_fins_are_fish(rig_records):
     """Long fins reaching back or down are fins, not wings (BlueTang, Lionfish and YellowTang were
-    labelled flyers); low fins of a fish whose belly lies as low are not legs (ButterflyFish was
-    a multiped); a tall fish, its body axis vertical, is not a body lying on its side (Sunfish)."""
+    labelled flyers); low fins of a fish whose belly lies as low, or on one side only, are not legs
+    (ButterflyFish and Shark were multipeds); a tall fish, its body axis vertical, is not a body lying on its side (Sunfish)."""
     from rigging.skeleton.geometric import geometric_skeleton
 
     by_file = {r.file: r for r in rig_records}
     for f in ("cute_fish_pack/BlueTang.glb", "cute_fish_pack/Lionfish.glb", "cute_fish_pack/YellowTang.glb",
-              "cute_fish_pack/ButterflyFish.glb", "cute_fish_pack/Sunfish.glb", "fish_pack/Whale.glb"):
+              "cute_fish_pack/ButterflyFish.glb", "cute_fish_pack/Shark.glb", "cute_fish_pack/Sunfish.glb", "fish_pack/Whale.glb"):
         a = load(by_file[f].path)
         labels = label_chains(geometric_skeleton(a.mesh), a.mesh)
         assert labels.kind == "fish" and not labels.get("wing") and not labels.get("leg"), f
