@@ -205,6 +205,19 @@ def test_retarget_a_quadruped_walk(rigs):
         assert np.ptp(p[:, c.joints[-1]] @ dst_labels.forward) > 0.1 * dst_labels.size
 
 
+def test_retargeting_a_sliding_run_plants_the_feet(rigs, rig_records):
+    """Stan's Run slides its feet (above the 2 % target); retargeted onto Rae, the feet are pinned
+    during each contact and the target meets the target on its own."""
+    rae = next(r for r in rig_records if r.file == "ultimate_space_pack/Astronaut_RaeTheRedPanda-transformed.glb")
+    dst = load(rae.path)
+    dst_labels = label_chains(dst.skeleton, dst.mesh)
+    src, src_labels = rigs["mech_pack/Stan.glb"]
+    clip = find_clip(src, "Run")
+    assert clip_metrics(src.skeleton, clip, src_labels).slide > SLIDE_LIMIT
+    m = clip_metrics(dst.skeleton, retarget(src, clip, dst, src_labels=src_labels, dst_labels=dst_labels), dst_labels)
+    assert m.slide <= SLIDE_LIMIT and m.drift < 1e-9, m
+
+
 def test_errors_a_user_can_act_on(rigs):
     whale, labels = rigs["fish_pack/Whale.glb"]
     with pytest.raises(Mesh3DError, match="no legs.*swim"):

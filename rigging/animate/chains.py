@@ -3,18 +3,20 @@
 Steps, on the body tree of :func:`rigging.animate.kinematics.body_parents`:
 
 1. Axes. Up is +Y (the asset convention), unless the bind pose lies on its side (an upright body
-   axis whose limbs all point one horizontal way): then up is the opposite of that way. The lateral axis is the horizontal axis (X or Z) the
-   joints are most mirror-symmetric across; forward is the other one, signed +Z (or +X) as in glTF,
-   where assets face +Z. Left is ``up x forward`` (+X for an asset facing +Z).
+   axis whose limbs all point one horizontal way): then up is the opposite of that way. The
+   lateral axis is the horizontal axis the joints are most mirror-symmetric across; forward is
+   the other one, signed +Z (or +X) as in glTF, where assets face +Z. Left is ``up x forward``
+   (+X for an asset facing +Z).
 2. Centre line. Joints without a mirror twin across the symmetry plane form the trunk (so a
-   coiled snake is all trunk); its longest path (by bone length) is the body axis, ordered tail/bottom -> head/top: upright when it rises more than it runs.
+   coiled snake is all trunk); its longest path (by bone length) is the body axis, ordered
+   tail/bottom -> head/top: upright when it rises more than it runs.
 3. Limbs. Every piece of the tree hanging off the centre line is a limb candidate; its chain is the
    longest path from where it hangs to a leaf. A limb whose lowest point (the mesh around it when
    a mesh is given, else its joints) is near the ground is a leg, when legs stand on both sides
-   and hold the body between them clear of the ground (a fish's low fins do not). The rest are arms (upright bodies
-   and short forelimbs), wings (long, and spanning sideways on legless bodies) or fins (legless
-   bodies); limbs hanging
-   from the head or tail (ears, antennae) join those.
+   and hold the body between them clear of the ground (a fish's low fins do not). The rest are
+   arms (upright bodies and short forelimbs), wings (long, and spanning sideways on legless
+   bodies) or fins (legless bodies); limbs hanging from the head or tail (ears, antennae) join
+   those.
 4. Body axis sections: the part behind the rear-most limb is the tail, between the limbs the spine,
    in front of the front-most limb the neck and head (bottom -> top for upright bodies).
 5. Kind: humanoid (upright, 2 legs, 2 arms), biped, bird, quadruped, hexapod, octopod, multiped,
