@@ -37,7 +37,6 @@ from rigging.animate.kinematics import (
     deltas_from_world,
     one_thread,
     pose,
-    rotation_between,
     to_animation,
     world_pose,
 )
@@ -178,7 +177,9 @@ def retarget(source: Asset, clip: Animation | str, target: Asset, iters: int = 3
 
     g_src, p_src = world_pose(ss, anim)
     n = len(p_src)
-    align = rotation_between(ls.forward, lt.forward)  # both up Y: a turn about up
+    # The source's (forward, up, left) onto the target's: a turn about up when both stand on +Y,
+    # more when one was bound lying on its side.
+    align = np.stack([lt.forward, lt.up, lt.left], 1) @ np.stack([ls.forward, ls.up, ls.left], 1).T
     p_src = p_src @ align.T
     g_src = align[None, None] @ g_src @ align.T[None, None]
     bind_src = ss.joints @ align.T
@@ -219,7 +220,7 @@ def retarget(source: Asset, clip: Animation | str, target: Asset, iters: int = 3
         tb, to = foot_point(ts, lt, b)
         src_foot = p_src[:, sa] + g_src[:, sa] @ (align @ so)
         goal = ts.joints[tb] + to + (src_foot - (bind_src[sa] + align @ so)) * ratio
-        h = src_foot @ ls.up
+        h = src_foot @ lt.up  # source positions are in the target's axes now
         contact = h - h.min() < CONTACT_HEIGHT * leg_length(ss, ls, a)
         ground_steps.append(np.diff(src_foot, axis=0)[contact[1:] & contact[:-1]])
         feet.append((tb, to, goal, contact))
