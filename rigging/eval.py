@@ -322,7 +322,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     """``mesh3d eval rig`` (or ``python -m rigging.eval``) ``[--split dev|train|all | --data DIR] [--skin geometric|blender|both]
     [--out REPORT.json]`` evaluates the geometric rigger (and/or Blender's bone heat weights) on
     rigged GLBs and prints per-asset rows and a summary table; ``--bench FACES`` instead prints the
-    speed and peak memory of rigging a mesh of at least FACES faces."""
+    speed and peak memory of rigging a mesh of at least FACES faces (and, with the Blender venv,
+    our skinning time over Blender's bone heat on it)."""
     import argparse
     import json
     from pathlib import Path
