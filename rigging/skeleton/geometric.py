@@ -46,6 +46,8 @@ WHISKER_THINNESS = 0.15  # a two-voxel-thin leaf branch this much thinner than i
 BEND_TOLERANCE = 0.02  # Douglas-Peucker tolerance: a chain deviating more than this gets a joint
 MAX_SEGMENT = 0.07  # straight runs longer than this get intermediate joints
 MERGE_DISTANCE = 0.025  # joints closer than this to their parent are merged into one
+COIL_TURNS = 1.5  # a run winding this many times about one axis is a coil, rigged along its axis
+COIL_SPUR = 0.08  # leaf branches shorter than this do not break a coiled run
 
 
 def geometric_skeleton(mesh: Mesh, max_joints: int = 64, resolution: int = 96, symmetry: bool = True) -> Skeleton:
@@ -69,6 +71,7 @@ def geometric_skeleton(mesh: Mesh, max_joints: int = 64, resolution: int = 96, s
         vol.solid |= np.flip(vol.solid, axis)
 
     nodes, parent, tip, on_plane = _medial_tree(vol, axis)
+    nodes, parent, tip, on_plane = _straighten_coils(nodes, parent, tip, on_plane, vol.h)
     joints, parents, helper, lateral = _fit_joints(nodes, parent, tip, on_plane, axis is not None, max_joints)
     joints, parents, helper, names = _mirror(joints, parents, helper, lateral, axis)
     return Skeleton(joints * scale + centre, parents, names, helper)
@@ -116,11 +119,7 @@ def _medial_tree(vol: Volume, axis: int | None) -> tuple[np.ndarray, np.ndarray,
     alive = _prune(nodes, parent, radius, root, vol)
     if axis is not None:
         alive &= _reachable(parent, root, alive & (on_plane | (nodes[:, axis] > 0)))
-    keep = np.flatnonzero(alive)
-    remap = -np.ones(len(nodes), np.int64)
-    remap[keep] = np.arange(len(keep))
-    nodes, parent = nodes[keep], np.where(parent[keep] >= 0, remap[np.maximum(parent[keep], 0)], -1)
-    radius = radius[keep]
+    nodes, parent, radius = _subtree(alive, nodes, parent, radius)
     # Thin parts (at most two voxels thick) are whiskers the pruning removed on purpose.
     half = edt > 1.5
     if axis is not None:  # cover only the kept half (and the plane)
@@ -201,6 +200,128 @@ def _cover_blunt_ends(
         np.concatenate([tip, np.array(new_tip, bool)]),
         np.concatenate([radius, np.full(len(new_nodes), h)]),
     )
+
+
+def _chains(parent: np.ndarray, alive: np.ndarray, root: int) -> list[list[int]]:
+    """Every unbranched run of the living tree, from a leaf or branch point up to (and including)
+    the next branch point or the root: [start, ..., end]."""
+    nchild = _children(parent, alive)
+    key = alive & (nchild != 1)
+    key[root] = True
+    out = []
+    for start in np.flatnonzero(key):
+        if start == root:
+            continue
+        chain = [int(start)]
+        while not key[parent[chain[-1]]]:
+            chain.append(int(parent[chain[-1]]))
+        chain.append(int(parent[chain[-1]]))
+        out.append(chain)
+    return out
+
+
+def _coil_axis(points: np.ndarray, h: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """The axis a polyline winds around, and how many turns it makes about it.
+
+    points: (M, 3) a chain of skeleton nodes one voxel (``h``) apart. The tangents of a helix
+    all lie near the plane normal to its axis, so the axis is the direction the smoothed tangents
+    vary least along. Returns a point on the axis (the points' centroid), the unit axis and the
+    number of turns (unwrapped angle about the axis, end to end, / 2 pi).
+    The point on the axis is the centre of the circle fitted to the points seen along the axis
+    (least squares, Kasa), not their centroid, which a part turn pulls sideways.
+    """
+    step = max(2, int(round(3 * h / max(np.linalg.norm(points[1] - points[0]), 1e-12))))
+    tangents = points[step:] - points[:-step]  # over a few voxels: the voxel staircase averages out
+    tangents /= np.maximum(np.linalg.norm(tangents, axis=1, keepdims=True), 1e-12)
+    axis = np.linalg.eigh(tangents.T @ tangents)[1][:, 0]
+    u = np.cross(axis, [1.0, 0, 0] if abs(axis[0]) < 0.9 else [0, 1.0, 0])
+    u /= np.linalg.norm(u)
+    v = np.cross(axis, u)
+    mean = points.mean(0)
+    x, y = (points - mean) @ u, (points - mean) @ v
+    (a, b, _), *_ = np.linalg.lstsq(np.stack([2 * x, 2 * y, np.ones_like(x)], 1), x * x + y * y, rcond=None)
+    centre = mean + a * u + b * v
+    rel = points - centre
+    angle = np.unwrap(np.arctan2(rel @ v, rel @ u))
+    return centre, axis, abs(angle[-1] - angle[0]) / (2 * np.pi)
+
+
+def _straighten_coils(
+    nodes: np.ndarray, parent: np.ndarray, tip: np.ndarray, on_plane: np.ndarray, h: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rig coiled runs (springs, coiled tails: at least ``COIL_TURNS`` turns about one axis)
+    with a straight run along their axis: a spring bends and stretches along it, and a rig
+    along the wire would put dozens of joints on a helix.
+
+    Runs are followed through short side branches (leaf branches shorter than ``COIL_SPUR``:
+    thinning leaves stubs where the wire's cross-section changes). The coil and everything
+    beyond it inside its cylinder (the tangle where its last turn lies flat) give way to one
+    straight run, from the coil's end nearer the root to the far end of the cylinder; branches
+    leaving the cylinder hang from the nearest node of that run. Returns nodes, parent, tip and
+    on_plane of the new tree.
+    """
+    root = int(np.flatnonzero(parent < 0)[0])
+    parent = parent.copy()
+    alive = np.ones(len(nodes), bool)
+    main = alive.copy()
+    for chain in _leaf_chains(parent, alive, root):
+        if _chain_length(nodes, chain) < COIL_SPUR:
+            main[chain[:-1]] = False
+    kids: list[list[int]] = [[] for _ in range(len(nodes))]
+    for a in np.flatnonzero(parent >= 0):
+        kids[parent[a]].append(int(a))
+    added_nodes, added_parent, added_plane = [], [], []
+    for chain in _chains(parent, main, root):
+        if len(chain) < 8 or not alive[chain[0]]:
+            continue
+        centre, axis, turns = _coil_axis(nodes[chain], h)
+        if turns < COIL_TURNS:
+            continue
+        # The coil: its run and the whole subtree beyond it.
+        beyond, stack = [], [chain[0]]
+        while stack:
+            a = stack.pop()
+            beyond.append(a)
+            stack.extend(kids[a])
+        coil = np.array(sorted(set(beyond) | set(chain[1:-1])))
+        rel = nodes[coil] - centre
+        along = rel @ axis
+        off_axis = np.linalg.norm(rel - along[:, None] * axis, axis=1)
+        radius = np.median(off_axis[np.isin(coil, chain)])
+        inside = off_axis <= 1.5 * radius
+        start = float((nodes[chain[-2]] - centre) @ axis)
+        ends = along[inside]
+        end = ends.min() if abs(ends.min() - start) > abs(ends.max() - start) else ends.max()
+        steps = max(1, int(abs(end - start) / h))
+        first = len(nodes) + len(added_nodes)
+        run = centre + (start + (end - start) * np.arange(steps + 1) / steps)[:, None] * axis
+        added_nodes += list(run)
+        added_parent += [chain[-1]] + list(range(first, first + steps))
+        added_plane += [on_plane[chain[-1]]] * len(run)
+        alive[coil[inside]] = False
+        # Branches leaving the cylinder hang from the run.
+        for a in coil[~inside]:
+            if not alive[parent[a]]:
+                parent[a] = first + int(np.argmin(np.linalg.norm(run - nodes[a], axis=1)))
+    if not added_nodes:
+        return nodes, parent, tip, on_plane
+    extra = len(added_nodes)
+    nodes = np.concatenate([nodes, np.array(added_nodes)])
+    parent = np.concatenate([parent, np.array(added_parent, np.int64)])
+    alive = np.concatenate([alive, np.ones(extra, bool)])
+    tip = np.concatenate([tip, np.zeros(extra, bool)])
+    on_plane = np.concatenate([on_plane, np.array(added_plane, bool)])
+    return _subtree(alive, nodes, parent, tip, on_plane)
+
+
+def _subtree(alive: np.ndarray, nodes: np.ndarray, parent: np.ndarray, *per_node: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The tree restricted to the ``alive`` (N,) nodes (a node's parent must be alive if it is):
+    nodes, parent re-indexed, and each further (N, ...) array filtered alike."""
+    keep = np.flatnonzero(alive)
+    remap = -np.ones(len(nodes), np.int64)
+    remap[keep] = np.arange(len(keep))
+    new_parent = np.where(parent[keep] >= 0, remap[np.maximum(parent[keep], 0)], -1)
+    return (nodes[keep], new_parent, *(a[keep] for a in per_node))
 
 
 def _voxel_edges(idx: np.ndarray, shape: tuple) -> np.ndarray:
