@@ -173,6 +173,19 @@ def test_a_spring_is_rigged_along_its_axis():
     assert np.linalg.norm(arc.joints[:, [0, 2]], axis=1).min() > 0.2
 
 
+def test_spring_under_a_flat_cap_gets_one_straight_chain(dev_assets):
+    """Bouncer: a spring under a flat disc. The artist's rig is two joints on the spring's axis;
+    ours must not follow the wire (a helix) nor spread spurs over the disc's medial sheet."""
+    asset = dev_assets["platformer_game_pack/Bouncer.glb"]
+    skeleton = geometric_skeleton(asset.mesh)
+    axis = asset.skeleton.joints[1] - asset.skeleton.joints[0]  # the artist's bone, along the spring
+    axis /= np.linalg.norm(axis)
+    rel = skeleton.joints - asset.skeleton.joints[0]
+    off_axis = np.linalg.norm(rel - (rel @ axis)[:, None] * axis, axis=1)
+    assert off_axis.max() < 0.05 * asset.mesh.diagonal and len(skeleton) <= 16
+    assert skeleton_metrics(skeleton, asset.skeleton, asset.mesh, asset.skin)["cd_j2j"] < 12
+
+
 @pytest.mark.parametrize(
     "name, mesh",
     [
