@@ -208,12 +208,9 @@ def _cover_blunt_ends(
     )
 
 
-def _chains(parent: np.ndarray, alive: np.ndarray, root: int) -> list[list[int]]:
-    """Every unbranched run of the living tree, from a leaf or branch point up to (and including)
-    the next branch point or the root: [start, ..., end]."""
-    nchild = _children(parent, alive)
-    key = alive & (nchild != 1)
-    key[root] = True
+def _runs(parent: np.ndarray, key: np.ndarray, root: int) -> list[list[int]]:
+    """Each run of the tree from a ``key`` node up to (and including) the next key node:
+    [start, ..., end]. key: (N,) bool with the root, every leaf and branch point among them."""
     out = []
     for start in np.flatnonzero(key):
         if start == root:
@@ -277,7 +274,9 @@ def _straighten_coils(
     for a in np.flatnonzero(parent >= 0):
         kids[parent[a]].append(int(a))
     added_nodes, added_parent, added_plane = [], [], []
-    for chain in _chains(parent, main, root):
+    key = main & (_children(parent, main) != 1)
+    key[root] = True
+    for chain in _runs(parent, key, root):
         if len(chain) < 8 or not alive[chain[0]]:
             continue
         centre, axis, turns = _coil_axis(nodes[chain], h)
@@ -600,13 +599,7 @@ def _place_joints(
     is_key[parent[alive & tip]] = True
     chosen = is_key.copy()
     # Walk each chain from a key node up to the next key node and pick its joints.
-    for start in np.flatnonzero(is_key):
-        if start == root:
-            continue
-        chain = [int(start)]
-        while not is_key[parent[chain[-1]]]:
-            chain.append(int(parent[chain[-1]]))
-        chain.append(int(parent[chain[-1]]))
+    for chain in _runs(parent, is_key, root):
         pts = nodes[chain]
         kept = _simplify(pts, BEND_TOLERANCE * coarse)
         if np.isfinite(coarse):
