@@ -15,10 +15,10 @@ from typing import Callable, Optional
 from mesh3d.asset import Asset
 from mesh3d.errors import Mesh3DError
 from mesh3d.io import load, save
+from rigging.skeleton.auto import METHODS as SKELETON_METHODS  # or a skeleton JSON file (see rig)
 
 Progress = Callable[[str, float], None]
 
-SKELETON_METHODS = ("auto", "geometric", "learned")  # or a skeleton JSON file (see rig)
 SKIN_METHODS = ("auto", "geometric", "learned")
 
 
@@ -160,8 +160,7 @@ def rig_asset(asset: Asset, skeleton: str = "auto", skin: str = "auto", report: 
     """``asset`` with a new skeleton and skin weights (any rig it had is replaced, clips dropped)."""
     from dataclasses import replace
 
-    from rigging.skeleton.file import read_skeleton_json
-    from rigging.skeleton.geometric import geometric_skeleton
+    from rigging.skeleton.auto import make_skeleton
     from rigging.skinning.geometric import geometric_skin
 
     report = report if report is not None else Report("", "")
@@ -170,21 +169,9 @@ def rig_asset(asset: Asset, skeleton: str = "auto", skin: str = "auto", report: 
         raise Mesh3DError(f"unknown skin method {skin!r}; use one of {', '.join(SKIN_METHODS)}")
     if skin == "learned":
         raise Mesh3DError("the learned skinning model is not available in this version yet: use --skin auto or geometric")
-    # auto stays geometric: the learned skeleton beats it on artist-style rigs but not yet on
-    # unfamiliar creatures (rigging/weights/SKELETON_MODEL_CARD.md).
-    if skeleton in ("auto", "geometric"):
-        sk = run("skeleton", geometric_skeleton, asset.mesh)
-        report.skeleton_method = "geometric"
-    elif skeleton == "learned":
-        from rigging.skeleton.learned import learned_skeleton
-
-        sk = run("skeleton", learned_skeleton, asset.mesh)
-        report.skeleton_method = "learned"
-    elif skeleton.lower().endswith(".json"):
-        sk = run("skeleton", read_skeleton_json, skeleton)
-        report.skeleton_method = "file"
-    else:
-        raise Mesh3DError(f"unknown skeleton method {skeleton!r}; use auto, geometric, learned or a .json skeleton file")
+    sk, report.skeleton_method, note = run("skeleton", make_skeleton, asset.mesh, skeleton)
+    if note:
+        report.warnings.append(note)
     weights = run("skin", geometric_skin, asset.mesh, sk)
     report.skin_method = "geometric"
     return replace(asset, skeleton=sk, skin=weights, animations=[])
