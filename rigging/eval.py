@@ -37,7 +37,7 @@ INFLUENCE = 1e-4
 # Frames sampled per clip for the deformation error (evenly spread, ends included).
 POSE_FRAMES = 4
 SKIN_METHODS = ("geometric", "blender")
-SKELETON_METHODS = ("geometric", "learned")
+SKELETON_METHODS = ("geometric", "learned", "auto")  # rigging.skeleton.auto.make_skeleton
 
 
 def normalised_skeleton(
@@ -173,20 +173,6 @@ def deformation_error(asset: Asset, pred: np.ndarray, frames_per_clip: int = POS
     return float(d.mean()), float(d.max())
 
 
-def predict_skeleton(mesh: Mesh, method: str) -> Skeleton:
-    """A skeleton for ``mesh`` by ``method`` (``geometric``: the medial-axis skeleton;
-    ``learned``: the shipped skeleton model, whose failed checks count as a failure)."""
-    if method == "geometric":
-        from rigging.skeleton.geometric import geometric_skeleton
-
-        return geometric_skeleton(mesh)
-    if method == "learned":
-        from rigging.skeleton.learned import learned_skeleton
-
-        return learned_skeleton(mesh)
-    raise Mesh3DError(f"unknown skeleton method {method!r}; use one of {', '.join(SKELETON_METHODS)}")
-
-
 def predict_skin(asset: Asset, method: str) -> np.ndarray:
     """Dense (V, J) weights for the asset's mesh on its own skeleton by ``method``
     (``geometric``: ours; ``blender``: Blender's bone heat, rows of 0 where it failed)."""
@@ -219,19 +205,21 @@ def skin_metrics(asset: Asset, pred: np.ndarray) -> dict:
 def evaluate_rig(path, skin: str = "geometric", skeleton: str = "geometric") -> dict:
     """One row of a rigger against a rigged file's ground truth.
 
-    Skeleton metrics compare the skeleton by ``skeleton`` (see :func:`predict_skeleton`) with the
-    file's; the skinning metrics compare weights by
+    Skeleton metrics compare the skeleton by ``skeleton`` (one of ``SKELETON_METHODS``, made by
+    :func:`rigging.skeleton.auto.make_skeleton`; ``skeleton_method`` records what ``auto`` picked)
+    with the file's; the skinning metrics compare weights by
     ``skin`` (see :func:`predict_skin`), computed on the file's own skeleton, with the file's.
     Times in seconds. A failure is recorded in ``error`` instead of raising; vertices the skinning
     left without weight are counted in ``unweighted`` (Blender's bone heat failures).
     """
     from mesh3d.io import load
+    from rigging.skeleton.auto import make_skeleton
 
     asset = load(path)
     row = {"file": str(path), "faces": len(asset.mesh.faces), "vertices": len(asset.mesh.vertices), "gt_joints": int(weighted_joints(asset.skin, len(asset.skeleton)).sum())}
     try:
         t = time.perf_counter()
-        predicted = predict_skeleton(asset.mesh, skeleton)
+        predicted, row["skeleton_method"], _ = make_skeleton(asset.mesh, skeleton)
         row["skeleton_s"] = time.perf_counter() - t
         row["joints"] = len(predicted)
         row.update(skeleton_metrics(predicted, asset.skeleton, asset.mesh, asset.skin))
@@ -325,7 +313,7 @@ def print_summary(summaries: dict) -> None:
 
 def main(argv: Optional[list[str]] = None) -> None:
     """``mesh3d eval rig`` (or ``python -m rigging.eval``) ``[--split dev|train|all | --data DIR]
-    [--skeleton geometric|learned] [--skin geometric|blender|both] [--out REPORT.json]`` evaluates
+    [--skeleton geometric|learned|auto] [--skin geometric|blender|both] [--out REPORT.json]`` evaluates
     a skeleton method and our geometric skinning (and/or Blender's bone heat weights) on
     rigged GLBs and prints per-asset rows and a summary table; ``--bench FACES`` instead prints the
     speed and peak memory of rigging a mesh of at least FACES faces."""
