@@ -228,10 +228,10 @@ def _coil_axis(points: np.ndarray, h: float) -> tuple[np.ndarray, np.ndarray, fl
 
     points: (M, 3) a chain of skeleton nodes one voxel (``h``) apart. The tangents of a helix
     all lie near the plane normal to its axis, so the axis is the direction the smoothed tangents
-    vary least along. Returns a point on the axis (the points' centroid), the unit axis and the
-    number of turns (unwrapped angle about the axis, end to end, / 2 pi).
-    The point on the axis is the centre of the circle fitted to the points seen along the axis
-    (least squares, Kasa), not their centroid, which a part turn pulls sideways.
+    vary least along. Returns a point on the axis, the unit axis and the number of turns
+    (unwrapped angle about the axis, end to end, / 2 pi). The point on the axis is the centre of
+    the circle fitted to the points seen along the axis (least squares, Kasa), not their
+    centroid, which a part turn pulls sideways.
     """
     step = max(2, int(round(3 * h / max(np.linalg.norm(points[1] - points[0]), 1e-12))))
     tangents = points[step:] - points[:-step]  # over a few voxels: the voxel staircase averages out
@@ -277,18 +277,18 @@ def _straighten_coils(
     key = main & (_children(parent, main) != 1)
     key[root] = True
     for chain in _runs(parent, key, root):
-        if len(chain) < 8 or not alive[chain[0]]:
+        if len(chain) < 8 or not alive[chain].all():  # short, or inside a coil already replaced
             continue
         centre, axis, turns = _coil_axis(nodes[chain], h)
         if turns < COIL_TURNS:
             continue
-        # The coil: its run and the whole subtree beyond it.
-        beyond, stack = [], [chain[0]]
+        # The coil: the whole subtree below the run's end (its run, its stubs, what lies beyond).
+        coil, stack = [], [chain[-2]]
         while stack:
             a = stack.pop()
-            beyond.append(a)
+            coil.append(a)
             stack.extend(kids[a])
-        coil = np.array(sorted(set(beyond) | set(chain[1:-1])))
+        coil = np.array(sorted(coil))
         rel = nodes[coil] - centre
         along = rel @ axis
         off_axis = np.linalg.norm(rel - along[:, None] * axis, axis=1)
