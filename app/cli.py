@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate rigging against rigged files (`mesh3d eval rig --help`)", add_help=False)
     p.add_argument("what", choices=["rig"])
-    p.add_argument("args", nargs=argparse.REMAINDER, help="--data DIR | --split dev|train|all, --skin geometric|blender|both, --out REPORT.json")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="--data DIR | --split dev|train|all, --skeleton geometric|learned|auto, --skin geometric|blender|both, --out REPORT.json")
     p.set_defaults(func=_cmd_eval)
 
     from app.web import Limits
