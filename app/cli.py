@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate rigging (`mesh3d eval rig --help`) or the shape generator (`mesh3d eval shape --help`)", add_help=False)
     p.add_argument("what", choices=["rig", "shape"])
-    p.add_argument("args", nargs=argparse.REMAINDER, help="--data DIR | --split dev|train|all, --skin geometric|blender|both, --out REPORT.json")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="rig: --data DIR | --split dev|train|all, --skeleton geometric|learned|auto, "
+                   "--skin geometric|blender|both, --out REPORT.json; shape: see `mesh3d eval shape --help`")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("generate", help="sample a new shape of a category (coarse-to-fine shape model); optionally rig it")
