@@ -6,7 +6,7 @@ embedding also gets an embedding of *where* the next token belongs (its octree l
 cell's centre, tokenizer.next_nodes). A plain token sequence leaves the model to work out the
 node's position by counting set bits of earlier masks, which a small model trained for minutes
 cannot do; the tokenizer knows it exactly, so we give it. Generation is next-scale: each level's
-masks are sampled given all coarser levels (and the finer-first Morton order inside the level),
+masks are sampled given all coarser levels (and the earlier masks of its own level, in Morton order),
 and `OctreeGrammar` keeps every sample a complete, consistent octree.
 
 Training is a `Task` for the shared trainer (`ShapeTask`, data from data_prep.shape_data):
