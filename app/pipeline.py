@@ -197,3 +197,48 @@ def demo(out: str | Path = "out/demo.glb", seed: int = 0, progress: Optional[Pro
     report.warnings += stages.run("export", save, asset, out)
     _count(report, asset)
     return report
+
+
+def generate_shape(
+    dst: str | Path,
+    category: str,
+    seed: int = 0,
+    rig: bool = False,
+    remesh: bool = False,
+    motions=(),
+    temperature: float = 1.0,
+    weights: str | Path | None = None,
+    progress: Optional[Progress] = None,
+) -> Report:
+    """Sample a new shape of ``category`` (``mesh3d generate --list-categories``) and write ``dst``.
+
+    The mesh lies in the normalised cube (longest side 1, centred, Y up). The same category, seed
+    and weights give the same shape. rig: add a skeleton and skin (``rig_asset``, auto methods)
+    and the named ``motions``. remesh: turn it into an artist mesh first (needs ``mesh3d remesh``).
+    """
+    from mesh3d.shape.model import DEFAULT_WEIGHTS, generate_mesh, load_shape_model
+
+    if remesh:
+        raise Mesh3DError("--remesh is not available in this version of mesh3d (it needs `mesh3d remesh`); "
+                          "generate without it and remesh the result later")
+    if motions and not rig:
+        raise Mesh3DError("motions need a rig: add --rig")
+    report = Report(f"generate {category} seed {seed}", str(dst))
+    stages = _Stages(report, progress, ["load", "generate", "skeleton", "skin", "animate", "export"])
+    model = stages.run("load", load_shape_model, weights or DEFAULT_WEIGHTS)
+    mesh = stages.run("generate", generate_mesh, model, category, seed, temperature)
+    asset = Asset(mesh, name=f"{category}_{seed}")
+    if rig:
+        asset = rig_asset(asset, "auto", "auto", report, stages)
+        if motions:
+            asset = stages.run("animate", add_motions, asset, list(motions), None, report)
+    report.warnings += stages.run("export", save, asset, dst)
+    _count(report, asset)
+    return report
+
+
+def shape_categories(weights: str | Path | None = None) -> list[str]:
+    """The category names the shape generator knows (from its weights' metadata)."""
+    from mesh3d.shape.model import DEFAULT_WEIGHTS, model_categories
+
+    return model_categories(weights or DEFAULT_WEIGHTS)
