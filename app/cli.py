@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (lower: safer, less varied)")
     p.add_argument("--rig", action="store_true", help="add a skeleton and skin weights")
     p.add_argument("--motion", action="append", help="with --rig: a motion to add (repeatable; see `mesh3d motions`)")
-    p.add_argument("--remesh", action="store_true", help="remesh into an artist mesh (needs `mesh3d remesh`)")
+    p.add_argument("--remesh", action="store_true", help="remesh into a compact mesh first (as `mesh3d remesh --method auto`)")
     p.add_argument("--weights", default=None, help="generator weights (default: the shipped model)")
     p.add_argument("-o", "--output", help="output file: .glb, .obj, .ply, ...")
     p.set_defaults(func=_cmd_generate)

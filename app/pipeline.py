@@ -207,6 +207,7 @@ def generate_shape(
     remesh: bool = False,
     motions=(),
     temperature: float = 1.0,
+    remesh_faces: int = 500,
     weights: str | Path | None = None,
     progress: Optional[Progress] = None,
 ) -> Report:
@@ -214,19 +215,23 @@ def generate_shape(
 
     The mesh lies in the normalised cube (longest side 1, centred, Y up). The same category, seed
     and weights give the same shape. rig: add a skeleton and skin (``rig_asset``, auto methods)
-    and the named ``motions``. remesh: turn it into an artist mesh first (needs ``mesh3d remesh``).
+    and the named ``motions``. remesh: turn it into a compact mesh of at most ``remesh_faces``
+    faces first (``mesh3d remesh --method auto``; the report notes which method it used).
     """
     from mesh3d.shape.model import DEFAULT_WEIGHTS, generate_mesh, load_shape_model
 
-    if remesh:
-        raise Mesh3DError("--remesh is not available in this version of mesh3d (it needs `mesh3d remesh`); "
-                          "generate without it and remesh the result later")
     if motions and not rig:
         raise Mesh3DError("motions need a rig: add --rig")
     report = Report(f"generate {category} seed {seed}", str(dst))
-    stages = _Stages(report, progress, ["load", "generate", "skeleton", "skin", "animate", "export"])
+    stages = _Stages(report, progress, ["load", "generate", "remesh", "skeleton", "skin", "animate", "export"])
     model = stages.run("load", load_shape_model, weights or DEFAULT_WEIGHTS)
     mesh = stages.run("generate", generate_mesh, model, category, seed, temperature)
+    if remesh:
+        from mesh3d.remesh import remesh as remesh_mesh
+
+        mesh, remeshed = stages.run("remesh", remesh_mesh, mesh, remesh_faces, "auto", seed=seed)
+        report.notes["remesh"] = f"{remeshed.method}: {remeshed.reason}"
+        report.warnings += remeshed.warnings
     asset = Asset(mesh, name=f"{category}_{seed}")
     if rig:
         asset = rig_asset(asset, "auto", "auto", report, stages)

@@ -98,12 +98,22 @@ def test_cli_generate_writes_a_mesh_and_is_repeatable(weights, tmp_path, capsys)
     assert "faces" in capsys.readouterr().out
 
 
-def test_cli_rejects_an_unknown_category_and_remesh(weights, tmp_path, capsys):
+def test_cli_rejects_an_unknown_category(weights, tmp_path, capsys):
     assert cli(["generate", "--category", "dragon", "--weights", str(weights), "-o", str(tmp_path / "x.glb")]) == 1
     err = capsys.readouterr().err
     assert "unknown category 'dragon'" in err and "blob" in err
-    assert cli(["generate", "--category", "blob", "--remesh", "--weights", str(weights), "-o", str(tmp_path / "x.glb")]) == 1
-    assert "not available" in capsys.readouterr().err
+
+
+def test_generate_remesh_rig_chains_the_steps(tmp_path):
+    from app.pipeline import generate_shape
+    from mesh3d.io import load
+
+    out = tmp_path / "g.glb"
+    report = generate_shape(out, "nature_pack", seed=2, rig=True, remesh=True, remesh_faces=300, motions=["idle"])
+    asset = load(out)
+    assert len(asset.mesh.faces) <= 300 and report.notes["remesh"].split(":")[0] in ("learned", "qem")
+    assert asset.skeleton is not None and [a.name for a in asset.animations] == ["idle"]
+    assert list(report.timings) == ["load", "generate", "remesh", "skeleton", "skin", "animate", "export"]
 
 
 def test_shipped_model_lists_categories_and_generates_repeatably(tmp_path, capsys):
