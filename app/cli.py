@@ -99,7 +99,7 @@ def _cmd_validate(args) -> int:
 
 
 # Models `mesh3d train NAME CONFIG` knows: NAME -> the Task class its config must name.
-TRAIN_TASKS = {"skeleton": "rigging.skeleton.learned:SkeletonTask"}
+TRAIN_TASKS = {"skeleton": "rigging.skeleton.learned:SkeletonTask", "skin": "rigging.skinning.learned:SkinTask"}
 
 
 def _cmd_train(args) -> int:

@@ -162,14 +162,11 @@ def rig_asset(asset: Asset, skeleton: str = "auto", skin: str = "auto", report: 
 
     from rigging.skeleton.file import read_skeleton_json
     from rigging.skeleton.geometric import geometric_skeleton
-    from rigging.skinning.geometric import geometric_skin
 
     report = report if report is not None else Report("", "")
     run = stages.run if stages else (lambda _name, fn, *a, **k: fn(*a, **k))
     if skin not in SKIN_METHODS:
         raise Mesh3DError(f"unknown skin method {skin!r}; use one of {', '.join(SKIN_METHODS)}")
-    if skin == "learned":
-        raise Mesh3DError("the learned skinning model is not available in this version yet: use --skin auto or geometric")
     # auto stays geometric: the learned skeleton beats it on artist-style rigs but not yet on
     # unfamiliar creatures (rigging/weights/SKELETON_MODEL_CARD.md).
     if skeleton in ("auto", "geometric"):
@@ -185,9 +182,29 @@ def rig_asset(asset: Asset, skeleton: str = "auto", skin: str = "auto", report: 
         report.skeleton_method = "file"
     else:
         raise Mesh3DError(f"unknown skeleton method {skeleton!r}; use auto, geometric, learned or a .json skeleton file")
-    weights = run("skin", geometric_skin, asset.mesh, sk)
-    report.skin_method = "geometric"
+    weights, report.skin_method = run("skin", _skin, asset.mesh, sk, skin)
     return replace(asset, skeleton=sk, skin=weights, animations=[])
+
+
+def _skin(mesh, skeleton, method: str):
+    """(Skin, method used): ``learned`` the learned model; ``auto`` the learned model unless its
+    weights fail their checks (rigging.skinning.learned.skin_problems), then the geometric weights,
+    with the reason in the method name."""
+    from rigging.skinning.geometric import geometric_skin
+    from rigging.skinning.learned import learned_skin, skin_problems
+
+    if method == "geometric":
+        return geometric_skin(mesh, skeleton), "geometric"
+    if method == "learned":
+        return learned_skin(mesh, skeleton), "learned"
+    try:
+        weights = learned_skin(mesh, skeleton)
+        problems = skin_problems(weights, skeleton)
+    except Mesh3DError as e:
+        problems = [str(e)]
+    if not problems:
+        return weights, "learned"
+    return geometric_skin(mesh, skeleton), "geometric (learned failed: " + "; ".join(problems) + ")"
 
 
 def _count(report: Report, asset: Asset) -> None:

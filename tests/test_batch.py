@@ -270,7 +270,8 @@ def test_rig_task(static_records, tmp_path, capsys):
     for rec in recs:
         asset = load(rec["output"])
         assert asset.skeleton is not None and asset.skin is not None
-        assert rec["joints"] == len(asset.skeleton) > 0 and rec["skeleton_method"] == rec["skin_method"] == "geometric"
+        assert rec["joints"] == len(asset.skeleton) > 0 and rec["skeleton_method"] == "geometric"
+        assert rec["skin_method"].startswith(("learned", "geometric (learned failed"))  # auto skin
         assert set(rec["timings"]) == {"load", "skeleton", "skin", "export"}
     s = run_batch(src, tmp_path / "b", "rig", {"skeleton": "geometric"}, jobs=1, report=tmp_path / "b.jsonl", progress=False)
     assert s.ok == 2
