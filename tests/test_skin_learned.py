@@ -97,7 +97,7 @@ def test_tiny_model_overfits_one_creature():
     from data_prep.skin_data import DataConfig, posed_examples
 
     creature = make_creature("snake", 0)
-    cfg = DataConfig(n_points=256, n_queries=128)
+    cfg = DataConfig(n_points=128, n_queries=64)
     examples = posed_examples(creature, 2, cfg, np.random.default_rng(0))
     items = []
     for ex in examples:
@@ -109,7 +109,7 @@ def test_tiny_model_overfits_one_creature():
     model = tiny_model().train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(80):
+    for _ in range(60):
         loss = soft_cross_entropy(model(batch)[1], batch["query_index"], batch["query_weight"])
         opt.zero_grad()
         loss.backward()

@@ -46,6 +46,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from scipy.spatial import cKDTree
 from torch import nn
 
 from mesh3d.asset import Mesh, Skeleton, Skin
@@ -63,6 +64,7 @@ TASK_SPEC = "rigging.skinning.learned:SkinTask"
 MODEL_DEFAULTS = dict(n_embd=128, n_head=4, n_layer=3, n_latents=16, n_freqs=6, pair_hidden=32)
 MAX_HOPS = 16  # hop distances on the skeleton graph >= this share one bias (and joints of separate trees)
 N_PAIR = 6  # geometric features per (point, joint): see pair_features
+MAX_QUERIES = 6000  # vertices predicted one by one; larger meshes are interpolated from this many
 MASKED = -1e4  # logit of joints that cannot take weight (helpers, padding); finite so 0 * it stays 0
 
 
@@ -170,29 +172,40 @@ def fourier(x: torch.Tensor, n_freqs: int) -> torch.Tensor:
     return torch.cat([f.sin(), f.cos()], -1).flatten(-2)
 
 
+def _to_segments(points: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Distance (B, N, K), position along (0 at a, 1 at b) and facing cosine of points (B, N, 6)
+    to segments a -> b (B, K, 3) (a point when a == b)."""
+    p, n = points[..., None, :3], points[..., None, 3:]
+    a, ab = a[:, None], (b - a)[:, None]
+    t = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0, 1)
+    offset = a + t[..., None] * ab - p
+    dist = offset.norm(dim=-1)
+    return dist, t, (offset * n).sum(-1) / dist.clamp_min(1e-6)
+
+
 def pair_features(points: torch.Tensor, joints: torch.Tensor, children: torch.Tensor, deform: torch.Tensor) -> torch.Tensor:
     """(B, N, J, N_PAIR) geometric cues of every (point, joint) pair, the priors of geometric skinning.
 
     points (B, N, 6), joints (B, J, 3), children (B, J, C) joint indices (the bones of each joint
-    end at its children; a leaf's at itself), deform (B, J) bool. Features (normalised units, x4):
-    distance to the joint's nearest bone, that minus the distance to the nearest deforming bone,
-    log of their ratio, distance to the joint itself, position along the nearest bone (0 at the
-    joint, 1 at the child), and the cosine between the point's normal and the way to the bone
-    (negative: the bone is behind the surface, as seen from inside).
+    end at its children; a leaf's at itself; unused slots repeat the first), deform (B, J) bool.
+    Features (normalised units, x4): distance to the joint's nearest bone, that minus the distance
+    to the nearest deforming bone, log of their ratio, distance to the joint itself, position along
+    the nearest bone (0 at the joint, 1 at the child), and the cosine between the point's normal and
+    the way to the bone (negative: the bone is behind the surface, as seen from inside).
     """
-    p, n = points[..., None, None, :3], points[..., None, None, 3:]
-    a = joints[:, None, :, None, :]  # (B, 1, J, 1, 3)
-    b = torch.gather(joints, 1, children.flatten(1)[..., None].expand(-1, -1, 3)).view(*children.shape, 3)[:, None]
-    ab = b - a
-    t = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0, 1)  # (B, N, J, C)
-    offset = a + t[..., None] * ab - p
-    dist = offset.norm(dim=-1)
-    d_bone, c = dist.min(-1)
-    t = torch.gather(t, -1, c[..., None])[..., 0]
-    offset = torch.gather(offset, -2, c[..., None, None].expand(-1, -1, -1, 1, 3))[..., 0, :]
+    end = lambda c: torch.gather(joints, 1, c[..., None].expand(-1, -1, 3))
+    d_bone, t, facing = _to_segments(points, joints, end(children[..., 0]))
+    for r in range(1, children.size(2)):  # further bones, only of the joints that have them
+        sel = torch.nonzero((children[..., r] != children[..., 0]).any(0))[:, 0]
+        if not len(sel):
+            continue
+        d2, t2, f2 = _to_segments(points, joints[:, sel], end(children[:, sel, r]))
+        better = d2 < d_bone[..., sel]
+        d_bone[..., sel] = torch.where(better, d2, d_bone[..., sel])
+        t[..., sel] = torch.where(better, t2, t[..., sel])
+        facing[..., sel] = torch.where(better, f2, facing[..., sel])
     d_min = torch.where(deform[:, None], d_bone, torch.full_like(d_bone, 1e3)).min(-1, keepdim=True).values
     d_joint = (joints[:, None] - points[..., None, :3]).norm(dim=-1)
-    facing = (offset * n[..., 0, :]).sum(-1) / d_bone.clamp_min(1e-6)
     ratio = torch.log((d_bone + 0.01) / (d_min + 0.01))
     return torch.stack([4 * d_bone, 4 * (d_bone - d_min), ratio, 4 * d_joint, t, facing], -1)
 
@@ -422,12 +435,15 @@ def _smooth(weights: np.ndarray, faces: np.ndarray, iterations: int, amount: flo
     return weights
 
 
-def vertex_probabilities(mesh: Mesh, skeleton: Skeleton, model: SkinNet, n_points: int = 2048, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def vertex_probabilities(mesh: Mesh, skeleton: Skeleton, model: SkinNet, n_points: int = 2048, seed: int = 0,
+                         max_queries: int = MAX_QUERIES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The network's softmax over joints at every vertex, before any post-processing.
 
     Coincident vertices are welded first (rigging.skinning.geometric._merge_vertices) and predicted
-    once. Returns probabilities (V', J) float64 of the welded vertices, their faces (F', 3) and
-    inverse (V,) from the original vertices into the welded ones.
+    once. Meshes with more than `max_queries` welded vertices get predictions at that many random
+    vertices, carried to the others from their nearest predicted vertices facing the same way
+    (`_interpolate`). Returns probabilities (V', J) float64 of the welded vertices, their faces
+    (F', 3) and inverse (V,) from the original vertices into the welded ones.
     """
     if not len(mesh.faces):
         raise Mesh3DError("the learned skinning model needs a triangle mesh (this one has no faces); use --skin geometric")
@@ -439,22 +455,42 @@ def vertex_probabilities(mesh: Mesh, skeleton: Skeleton, model: SkinNet, n_point
     normalised, center, scale = normalize_unit_cube(vertices)
     points, normals, _, _ = surface_points(normalised, faces, n_points, np.random.default_rng(seed))
     x = prepare(np.concatenate([points, normals], 1), (skeleton.joints - center) / scale, skeleton.parents, skeleton.helper)
-    queries = torch.from_numpy(np.concatenate([normalised, _vertex_normals(normalised, faces)], 1).astype(np.float32))[None]
+    vertex_normals = _vertex_normals(normalised, faces)
+    asked = np.arange(len(normalised))
+    if len(asked) > max_queries:
+        asked = np.sort(np.random.default_rng(seed).choice(len(asked), max_queries, replace=False))
+    queries = torch.from_numpy(np.concatenate([normalised[asked], vertex_normals[asked]], 1).astype(np.float32))[None]
     was_training = model.training
     model.eval()
     with torch.no_grad():
         state = model.encode(x)
         probs = torch.cat([model.decode(state, queries[:, i:i + 4096], x).softmax(-1)[0] for i in range(0, queries.size(1), 4096)])
     model.train(was_training)
-    return probs.double().numpy(), faces, inverse
+    probs = probs.double().numpy()
+    if len(asked) < len(normalised):
+        probs = _interpolate(normalised[asked], vertex_normals[asked], probs, normalised, vertex_normals)
+    return probs, faces, inverse
+
+
+def _interpolate(src: np.ndarray, src_normals: np.ndarray, values: np.ndarray, dst: np.ndarray, dst_normals: np.ndarray, k: int = 6) -> np.ndarray:
+    """values (S, J) at points src (S, 3) carried to dst (D, 3): inverse-distance blend of the k
+    nearest sources whose normals agree (cosine > 0.3), or the nearest source when none does."""
+    dist, near = cKDTree(src).query(dst, k=min(k, len(src)))
+    dist, near = dist.reshape(len(dst), -1), near.reshape(len(dst), -1)
+    agree = (src_normals[near] * dst_normals[:, None]).sum(2) > 0.3
+    agree[~agree.any(1), 0] = True
+    blend = np.where(agree, 1.0 / np.maximum(dist, 1e-9), 0.0)
+    blend /= blend.sum(1, keepdims=True)
+    return np.einsum("dk,dkj->dj", blend, values[near])
 
 
 def finish_weights(probs: np.ndarray, faces: np.ndarray, inverse: np.ndarray, smooth: int = 1, min_weight: float = 0.05, k: int = 4) -> Skin:
     """Skin of the original vertices from `vertex_probabilities`: smoothed `smooth` times over the
     mesh, cut to the top `k`, influences below `min_weight` times the vertex's largest dropped, renormalised."""
     dense = _smooth(probs, faces, smooth)[inverse]
-    order = np.argsort(-dense, axis=1, kind="stable")
-    dense[np.arange(len(dense))[:, None], order[:, k:]] = 0.0
+    if dense.shape[1] > k:
+        rest = np.argpartition(-dense, k - 1, axis=1)[:, k:]
+        dense[np.arange(len(dense))[:, None], rest] = 0.0
     dense[dense < min_weight * dense.max(1, keepdims=True)] = 0.0
     return Skin.from_dense(dense, k)
 
@@ -465,7 +501,8 @@ def learned_skin(mesh: Mesh, skeleton: Skeleton, weights=DEFAULT_WEIGHTS, model:
 
     weights: a file saved by training (ignored when `model`, a loaded SkinNet, is given).
     n_points: surface samples the joints see (seed: their sampling). Every vertex is then predicted
-    on its own (coincident vertices once), the weights are smoothed `smooth` times over the mesh,
+    on its own (coincident vertices once; above MAX_QUERIES vertices, that many and the others
+    interpolated: `vertex_probabilities`), the weights are smoothed `smooth` times over the mesh,
     cut to the top `k`, influences below `min_weight` (relative to the vertex's largest) dropped
     and the rest renormalised. Joints with `skeleton.helper` get no weight. Any number of joints;
     the result does not depend on their order.
@@ -569,13 +606,16 @@ def main(argv=None) -> None:
         return
     mesh, skeleton = benchmark_case(args.vertices, args.joints)
     model = load_skin_model(args.weights)
-    seconds = []
+    seconds, cpu = [], []
     for _ in range(args.repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         learned_skin(mesh, skeleton, model=model)
         seconds.append(time.perf_counter() - t0)
-    print(f"{len(mesh.vertices)} vertices, {len(mesh.faces)} faces, {len(skeleton)} joints: median {np.median(seconds):.2f} s over "
-          f"{args.repeat} runs (min {min(seconds):.2f}, max {max(seconds):.2f}), {torch.get_num_threads()} torch threads")
+        cpu.append(time.process_time() - c0)
+    # CPU time beside wall time: on a shared machine the wall time also counts other jobs' turns.
+    print(f"{len(mesh.vertices)} vertices, {len(mesh.faces)} faces, {len(skeleton)} joints: median {np.median(seconds):.2f} s wall "
+          f"(min {min(seconds):.2f}, max {max(seconds):.2f}), median {np.median(cpu):.2f} s CPU over {args.repeat} runs, "
+          f"{torch.get_num_threads()} torch threads")
 
 
 if __name__ == "__main__":
