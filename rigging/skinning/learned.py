@@ -484,7 +484,7 @@ def _interpolate(src: np.ndarray, src_normals: np.ndarray, values: np.ndarray, d
     return np.einsum("dk,dkj->dj", blend, values[near])
 
 
-def finish_weights(probs: np.ndarray, faces: np.ndarray, inverse: np.ndarray, smooth: int = 1, min_weight: float = 0.05, k: int = 4) -> Skin:
+def finish_weights(probs: np.ndarray, faces: np.ndarray, inverse: np.ndarray, smooth: int = 1, min_weight: float = 0.15, k: int = 4) -> Skin:
     """Skin of the original vertices from `vertex_probabilities`: smoothed `smooth` times over the
     mesh, cut to the top `k`, influences below `min_weight` times the vertex's largest dropped, renormalised."""
     dense = _smooth(probs, faces, smooth)[inverse]
@@ -496,7 +496,7 @@ def finish_weights(probs: np.ndarray, faces: np.ndarray, inverse: np.ndarray, sm
 
 
 def learned_skin(mesh: Mesh, skeleton: Skeleton, weights=DEFAULT_WEIGHTS, model: SkinNet | None = None, n_points: int = 2048,
-                 seed: int = 0, smooth: int = 1, min_weight: float = 0.05, k: int = 4) -> Skin:
+                 seed: int = 0, smooth: int = 1, min_weight: float = 0.15, k: int = 4) -> Skin:
     """Skin weights for `mesh` on `skeleton` (in the mesh's frame) predicted by the learned model.
 
     weights: a file saved by training (ignored when `model`, a loaded SkinNet, is given).
@@ -565,10 +565,12 @@ def benchmark_case(n_vertices: int = 20000, n_joints: int = 60) -> tuple[Mesh, S
     return Mesh(np.asarray(v), np.asarray(f)), Skeleton(np.array(joints), np.array(parents), names)
 
 
-def tune(weights=DEFAULT_WEIGHTS, smooths=(0, 1, 2), min_weights=(0.02, 0.05, 0.1, 0.2), log=print) -> list[dict]:
+def tune(weights=DEFAULT_WEIGHTS, smooths=(0, 1, 2), min_weights=(0.02, 0.05, 0.1, 0.15, 0.2), log=print) -> list[dict]:
     """Post-processing grid (smooth x min_weight) on data the choice may use: every 5th TRAIN rig of
     the corpus (bind pose) and one procedural creature of each kind made with seed 100 (never
-    trained on). Returns rows of mean L1, precision, recall and deformation error (rigs with clips)."""
+    trained on). Returns rows of mean L1, precision, recall and deformation error (rigs with clips).
+    The shipped defaults of `learned_skin` are the row with smoothing (smooth >= 1) whose lower
+    of precision and recall is highest."""
     from data_prep.corpus import records
     from data_prep.procedural import CREATURE_KINDS, make_creature
     from mesh3d.io import load
