@@ -52,6 +52,15 @@ test-slow: $(VENV)/.dev $(BLENDER_VENV)/.installed
 clean:
 	rm -rf $(VENV) out
 
+# The full rigging evaluation (issue 3 "Checks"; not part of `make test`): the geometric rigger vs
+# Blender's bone heat on the shared dev split and on every shared rig, reports under out/.
+# Needs the shared data: MESH3D_DATA=/path/to/quaternius make eval-rig
+.PHONY: eval-rig
+eval-rig: $(VENV)/.installed $(BLENDER_VENV)/.installed
+	@mkdir -p out
+	$(VENV)/bin/mesh3d eval rig --split dev --skeleton geometric --skin both --out out/eval_rig_dev.json
+	$(VENV)/bin/mesh3d eval rig --split all --skeleton geometric --skin both --out out/eval_rig_all.json
+
 # Node tools for the tests: the Khronos glTF-Validator, pinned by package-lock.json (mesh3d/io/validate.py).
 node_modules/.installed: package-lock.json
 	@command -v node >/dev/null && command -v npm >/dev/null || { echo "error: node/npm not found (the tests validate glTF with Node.js >= 18 and npm: apt-get install nodejs npm)"; exit 1; }

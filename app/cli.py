@@ -99,7 +99,8 @@ def _cmd_validate(args) -> int:
 
 
 # Models `mesh3d train NAME CONFIG` knows: NAME -> the Task class its config must name.
-TRAIN_TASKS = {"skeleton": "rigging.skeleton.learned:SkeletonTask", "skin": "rigging.skinning.learned:SkinTask"}
+TRAIN_TASKS = {"skeleton": "rigging.skeleton.learned:SkeletonTask", "shape": "mesh3d.shape.model:ShapeTask",
+               "skin": "rigging.skinning.learned:SkinTask"}
 
 
 def _cmd_train(args) -> int:
@@ -147,9 +148,31 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    if args.what == "shape":
+        from mesh3d.shape.evaluate import main as eval_shape
+
+        eval_shape(args.args)
+        return 0
     from rigging.eval import main as eval_rig
 
     eval_rig(args.args)
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from app.pipeline import generate_shape, shape_categories
+
+    if args.list_categories:
+        print("\n".join(shape_categories(args.weights)))
+        return 0
+    if not args.category or not args.output:
+        raise Mesh3DError("give --category NAME and -o OUT.glb (or --list-categories)")
+    motions = [m for m in (args.motion or []) if m.lower() != "none"]
+    report = generate_shape(args.output, args.category, seed=args.seed, rig=args.rig, remesh=args.remesh, motions=motions,
+                            temperature=args.temperature, weights=args.weights, progress=_progress_printer())
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{args.output}: {report.vertices} vertices, {report.faces} faces" + (f", {report.joints} joints" if report.joints else ""))
     return 0
 
 
@@ -248,10 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own options (see `mesh3d bench NAME --help`)")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("eval", help="evaluate rigging against rigged files (`mesh3d eval rig --help`)", add_help=False)
-    p.add_argument("what", choices=["rig"])
-    p.add_argument("args", nargs=argparse.REMAINDER, help="--data DIR | --split dev|train|all, --skin geometric|blender|both, --out REPORT.json")
+    p = sub.add_parser("eval", help="evaluate rigging (`mesh3d eval rig --help`) or the shape generator (`mesh3d eval shape --help`)", add_help=False)
+    p.add_argument("what", choices=["rig", "shape"])
+    p.add_argument("args", nargs=argparse.REMAINDER, help="rig: --data DIR | --split dev|train|all, --skeleton geometric|learned|auto, "
+                   "--skin geometric|blender|both, --out REPORT.json; shape: see `mesh3d eval shape --help`")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("generate", help="sample a new shape of a category (coarse-to-fine shape model); optionally rig it")
+    p.add_argument("--category", help="a category from --list-categories")
+    p.add_argument("--list-categories", action="store_true", help="print the category names, one per line")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same shape (default 0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (lower: safer, less varied)")
+    p.add_argument("--rig", action="store_true", help="add a skeleton and skin weights")
+    p.add_argument("--motion", action="append", help="with --rig: a motion to add (repeatable; see `mesh3d motions`)")
+    p.add_argument("--remesh", action="store_true", help="remesh into an artist mesh (needs `mesh3d remesh`)")
+    p.add_argument("--weights", default=None, help="generator weights (default: the shipped model)")
+    p.add_argument("-o", "--output", help="output file: .glb, .obj, .ply, ...")
+    p.set_defaults(func=_cmd_generate)
 
     from app.web import Limits
 

@@ -15,10 +15,10 @@ from typing import Callable, Optional
 from mesh3d.asset import Asset
 from mesh3d.errors import Mesh3DError
 from mesh3d.io import load, save
+from rigging.skeleton.auto import METHODS as SKELETON_METHODS  # or a skeleton JSON file (see rig)
 
 Progress = Callable[[str, float], None]
 
-SKELETON_METHODS = ("auto", "geometric", "learned")  # or a skeleton JSON file (see rig)
 SKIN_METHODS = ("auto", "geometric", "learned")
 
 
@@ -160,51 +160,40 @@ def rig_asset(asset: Asset, skeleton: str = "auto", skin: str = "auto", report: 
     """``asset`` with a new skeleton and skin weights (any rig it had is replaced, clips dropped)."""
     from dataclasses import replace
 
-    from rigging.skeleton.file import read_skeleton_json
-    from rigging.skeleton.geometric import geometric_skeleton
+    from rigging.skeleton.auto import make_skeleton
 
     report = report if report is not None else Report("", "")
     run = stages.run if stages else (lambda _name, fn, *a, **k: fn(*a, **k))
     if skin not in SKIN_METHODS:
         raise Mesh3DError(f"unknown skin method {skin!r}; use one of {', '.join(SKIN_METHODS)}")
-    # auto stays geometric: the learned skeleton beats it on artist-style rigs but not yet on
-    # unfamiliar creatures (rigging/weights/SKELETON_MODEL_CARD.md).
-    if skeleton in ("auto", "geometric"):
-        sk = run("skeleton", geometric_skeleton, asset.mesh)
-        report.skeleton_method = "geometric"
-    elif skeleton == "learned":
-        from rigging.skeleton.learned import learned_skeleton
-
-        sk = run("skeleton", learned_skeleton, asset.mesh)
-        report.skeleton_method = "learned"
-    elif skeleton.lower().endswith(".json"):
-        sk = run("skeleton", read_skeleton_json, skeleton)
-        report.skeleton_method = "file"
-    else:
-        raise Mesh3DError(f"unknown skeleton method {skeleton!r}; use auto, geometric, learned or a .json skeleton file")
-    weights, report.skin_method = run("skin", _skin, asset.mesh, sk, skin)
+    sk, report.skeleton_method, note = run("skeleton", make_skeleton, asset.mesh, skeleton)
+    if note:
+        report.warnings.append(note)
+    weights, report.skin_method, note = run("skin", _skin, asset.mesh, sk, skin)
+    if note:
+        report.warnings.append(note)
     return replace(asset, skeleton=sk, skin=weights, animations=[])
 
 
 def _skin(mesh, skeleton, method: str):
-    """(Skin, method used): ``learned`` the learned model; ``auto`` the learned model unless its
-    weights fail their checks (rigging.skinning.learned.skin_problems), then the geometric weights,
-    with the reason in the method name."""
+    """(Skin, the method that made it: learned | geometric, a note for the user: why auto fell back
+    to geometric, else ""). ``auto`` takes the learned weights unless they fail their checks
+    (rigging.skinning.learned.skin_problems)."""
     from rigging.skinning.geometric import geometric_skin
     from rigging.skinning.learned import learned_skin, skin_problems
 
     if method == "geometric":
-        return geometric_skin(mesh, skeleton), "geometric"
+        return geometric_skin(mesh, skeleton), "geometric", ""
     if method == "learned":
-        return learned_skin(mesh, skeleton), "learned"
+        return learned_skin(mesh, skeleton), "learned", ""
     try:
         weights = learned_skin(mesh, skeleton)
         problems = skin_problems(weights, skeleton)
     except Mesh3DError as e:
         problems = [str(e)]
     if not problems:
-        return weights, "learned"
-    return geometric_skin(mesh, skeleton), "geometric (learned failed: " + "; ".join(problems) + ")"
+        return weights, "learned", ""
+    return geometric_skin(mesh, skeleton), "geometric", "auto skin: used the geometric weights because the learned ones failed: " + "; ".join(problems)
 
 
 def _count(report: Report, asset: Asset) -> None:
@@ -227,3 +216,48 @@ def demo(out: str | Path = "out/demo.glb", seed: int = 0, progress: Optional[Pro
     report.warnings += stages.run("export", save, asset, out)
     _count(report, asset)
     return report
+
+
+def generate_shape(
+    dst: str | Path,
+    category: str,
+    seed: int = 0,
+    rig: bool = False,
+    remesh: bool = False,
+    motions=(),
+    temperature: float = 1.0,
+    weights: str | Path | None = None,
+    progress: Optional[Progress] = None,
+) -> Report:
+    """Sample a new shape of ``category`` (``mesh3d generate --list-categories``) and write ``dst``.
+
+    The mesh lies in the normalised cube (longest side 1, centred, Y up). The same category, seed
+    and weights give the same shape. rig: add a skeleton and skin (``rig_asset``, auto methods)
+    and the named ``motions``. remesh: turn it into an artist mesh first (needs ``mesh3d remesh``).
+    """
+    from mesh3d.shape.model import DEFAULT_WEIGHTS, generate_mesh, load_shape_model
+
+    if remesh:
+        raise Mesh3DError("--remesh is not available in this version of mesh3d (it needs `mesh3d remesh`); "
+                          "generate without it and remesh the result later")
+    if motions and not rig:
+        raise Mesh3DError("motions need a rig: add --rig")
+    report = Report(f"generate {category} seed {seed}", str(dst))
+    stages = _Stages(report, progress, ["load", "generate", "skeleton", "skin", "animate", "export"])
+    model = stages.run("load", load_shape_model, weights or DEFAULT_WEIGHTS)
+    mesh = stages.run("generate", generate_mesh, model, category, seed, temperature)
+    asset = Asset(mesh, name=f"{category}_{seed}")
+    if rig:
+        asset = rig_asset(asset, "auto", "auto", report, stages)
+        if motions:
+            asset = stages.run("animate", add_motions, asset, list(motions), None, report)
+    report.warnings += stages.run("export", save, asset, dst)
+    _count(report, asset)
+    return report
+
+
+def shape_categories(weights: str | Path | None = None) -> list[str]:
+    """The category names the shape generator knows (from its weights' metadata)."""
+    from mesh3d.shape.model import DEFAULT_WEIGHTS, model_categories
+
+    return model_categories(weights or DEFAULT_WEIGHTS)

@@ -152,7 +152,7 @@ class Jobs:
         # modules already imported, not from the threaded web server.
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(
-            ["app.pipeline", "rigging.skeleton.geometric", "rigging.skinning.geometric", "rigging.animate.motions", "rigging.animate.preview"]
+            ["app.pipeline", "rigging.skeleton.geometric", "rigging.skeleton.learned", "rigging.skinning.geometric", "rigging.animate.motions", "rigging.animate.preview"]
         )
         self.fbx = blender_available()  # checked once: it starts Blender's Python
 

@@ -37,6 +37,7 @@ INFLUENCE = 1e-4
 # Frames sampled per clip for the deformation error (evenly spread, ends included).
 POSE_FRAMES = 4
 SKIN_METHODS = ("geometric", "blender", "learned")
+SKELETON_METHODS = ("geometric", "learned", "auto")  # rigging.skeleton.auto.make_skeleton
 
 
 def normalised_skeleton(
@@ -206,25 +207,27 @@ def skin_metrics(asset: Asset, pred: np.ndarray) -> dict:
     }
 
 
-def evaluate_rig(path, skin: str = "geometric") -> dict:
-    """One row of the geometric rigger against a rigged file's ground truth.
+def evaluate_rig(path, skin: str = "geometric", skeleton: str = "geometric") -> dict:
+    """One row of a rigger against a rigged file's ground truth.
 
-    Skeleton metrics compare our skeleton with the file's; the skinning metrics compare weights by
+    Skeleton metrics compare the skeleton by ``skeleton`` (one of ``SKELETON_METHODS``, made by
+    :func:`rigging.skeleton.auto.make_skeleton`; ``skeleton_method`` records what ``auto`` picked)
+    with the file's; the skinning metrics compare weights by
     ``skin`` (see :func:`predict_skin`), computed on the file's own skeleton, with the file's.
     Times in seconds. A failure is recorded in ``error`` instead of raising; vertices the skinning
     left without weight are counted in ``unweighted`` (Blender's bone heat failures).
     """
     from mesh3d.io import load
-    from rigging.skeleton.geometric import geometric_skeleton
+    from rigging.skeleton.auto import make_skeleton
 
     asset = load(path)
     row = {"file": str(path), "faces": len(asset.mesh.faces), "vertices": len(asset.mesh.vertices), "gt_joints": int(weighted_joints(asset.skin, len(asset.skeleton)).sum())}
     try:
         t = time.perf_counter()
-        skeleton = geometric_skeleton(asset.mesh)
+        predicted, row["skeleton_method"], _ = make_skeleton(asset.mesh, skeleton)
         row["skeleton_s"] = time.perf_counter() - t
-        row["joints"] = len(skeleton)
-        row.update(skeleton_metrics(skeleton, asset.skeleton, asset.mesh, asset.skin))
+        row["joints"] = len(predicted)
+        row.update(skeleton_metrics(predicted, asset.skeleton, asset.mesh, asset.skin))
         t = time.perf_counter()
         pred = predict_skin(asset, skin)
         row["skin_s"] = time.perf_counter() - t
@@ -256,7 +259,9 @@ def summarise(rows: list[dict]) -> dict:
 def benchmark(min_faces: int, source: str = "modular_women/Worker.glb") -> dict:
     """Time and peak memory of skeleton + skin on a shared rig's mesh subdivided (each triangle
     into four) until it has at least ``min_faces`` faces. Peak memory is this process's maximum
-    resident set size, so run it in a fresh process."""
+    resident set size, so run it in a fresh process. With the Blender venv, also Blender's bone
+    heat on the same mesh and skeleton (``blender_skin_s``, including Blender's start) and
+    ``skin_vs_blender``, our skinning time over Blender's."""
     import resource
 
     import trimesh
@@ -279,9 +284,9 @@ def benchmark(min_faces: int, source: str = "modular_women/Worker.glb") -> dict:
     skeleton = geometric_skeleton(mesh)
     t_skel = time.perf_counter() - t
     t = time.perf_counter()
-    geometric_skin(mesh, skeleton)
+    skin = geometric_skin(mesh, skeleton)
     t_skin = time.perf_counter() - t
-    return {
+    out = {
         "faces": len(faces),
         "vertices": len(vertices),
         "joints": len(skeleton),
@@ -290,6 +295,14 @@ def benchmark(min_faces: int, source: str = "modular_women/Worker.glb") -> dict:
         "total_s": t_skel + t_skin,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    from mesh3d.io.blender import blender_available, bone_heat_with_blender
+
+    if blender_available():  # Blender runs in a subprocess: our peak memory above is unaffected
+        t = time.perf_counter()
+        bone_heat_with_blender(mesh, skeleton, skin)
+        out["blender_skin_s"] = time.perf_counter() - t
+        out["skin_vs_blender"] = t_skin / out["blender_skin_s"]
+    return out
 
 
 def print_row(row: dict) -> None:
@@ -314,10 +327,12 @@ def print_summary(summaries: dict) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """``mesh3d eval rig`` (or ``python -m rigging.eval``) ``[--split dev|train|all | --data DIR] [--skin geometric|blender|both]
-    [--out REPORT.json]`` evaluates the geometric rigger (and/or Blender's bone heat weights) on
+    """``mesh3d eval rig`` (or ``python -m rigging.eval``) ``[--split dev|train|all | --data DIR]
+    [--skeleton geometric|learned|auto] [--skin geometric|blender|both] [--out REPORT.json]`` evaluates
+    a skeleton method and our geometric skinning (and/or Blender's bone heat weights) on
     rigged GLBs and prints per-asset rows and a summary table; ``--bench FACES`` instead prints the
-    speed and peak memory of rigging a mesh of at least FACES faces."""
+    speed and peak memory of rigging a mesh of at least FACES faces (and, with the Blender venv,
+    our skinning time over Blender's bone heat on it)."""
     import argparse
     import json
     from pathlib import Path
@@ -327,6 +342,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="mesh3d eval rig", description=main.__doc__)
     parser.add_argument("--split", default="dev", choices=["dev", "train", "all"], help="shared rigs of this split (default dev)")
     parser.add_argument("--data", type=Path, help="evaluate every .glb in this folder instead of the shared rigs")
+    parser.add_argument("--skeleton", default="geometric", choices=SKELETON_METHODS, help="skeleton method (default geometric)")
     parser.add_argument("--skin", default="both", choices=[*SKIN_METHODS, "both"], help="skinning method(s) on the GT skeleton (default both)")
     parser.add_argument("--out", help="write the rows and summary as JSON here")
     parser.add_argument("--bench", type=int, metavar="FACES", help="benchmark instead of evaluating")
@@ -345,14 +361,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     methods = list(SKIN_METHODS) if args.skin == "both" else [args.skin]
     report = {}
     for method in methods:
-        print(f"== skin: {method}", flush=True)
+        print(f"== skeleton: {args.skeleton}, skin: {method}", flush=True)
         rows = []
         for name, path in files:
-            row = evaluate_rig(path, method)
+            row = evaluate_rig(path, method, args.skeleton)
             row["file"] = name
             rows.append(row)
             print_row(row)
-        report[method] = {"rows": rows, "summary": summarise(rows)}
+        report[method] = {"skeleton": args.skeleton, "rows": rows, "summary": summarise(rows)}
     print_summary({m: r["summary"] for m, r in report.items()})
     if args.out:
         with open(args.out, "w") as f:

@@ -97,6 +97,42 @@ def test_fish_and_a_snake(rigs, rig_records):
     assert np.ptp(p[:, :, 0], axis=0).max() > 0.1  # the body really undulates sideways
 
 
+def test_a_rig_bound_lying_on_its_side_gets_its_own_up(rig_records):
+    """The Triceratops is bound lying on its side (head along +Y, legs along +X): labelled with
+    +Y up it was a legless flyer. Its up is -X (the feet's side is the ground), its forward +Y,
+    and its front feet stand on that ground. (Its hind feet are bound lifted off it, so it is not
+    yet a quadruped.)"""
+    (r,) = [r for r in rig_records if r.file == "dinosaurs_pack/Triceratops.glb"]
+    a = load(r.path)
+    labels = label_chains(a.skeleton, a.mesh)
+    assert np.allclose(labels.up, [-1, 0, 0]) and np.allclose(labels.forward, [0, 1, 0])
+    assert labels.kind != "flyer" and len(labels.get("leg")) == 2
+    front = [a.skeleton.names[c.joints[-1]] for c in labels.get("leg")]
+    assert sorted(front) == ["FrontFoot.L", "FrontFoot.R"]
+    assert labels.get("tail") and labels.get("head")
+    # Upright figures whose arms reach forward (mechs) keep +Y: they stand on their legs.
+    mech = next(r for r in rig_records if r.file == "ultimate_space_pack/Mech_FinnTheFrog-transformed.glb")
+    m = load(mech.path)
+    upright = label_chains(m.skeleton, m.mesh)
+    assert upright.kind == "humanoid" and np.allclose(upright.up, [0, 1, 0])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rigging.skeleton.geometric") is None, reason="rigging.skeleton.geometric not in this checkout")
+def test_geometric_rigs_of_fish_with_long_fins_are_fish(rig_records):
+    """Long fins reaching back or down are fins, not wings (BlueTang, Lionfish and YellowTang were
+    labelled flyers); low fins of a fish whose belly lies as low, or on one side only, are not legs
+    (ButterflyFish and Shark were multipeds); a tall fish, its body axis vertical, is not a body lying on its side (Sunfish)."""
+    from rigging.skeleton.geometric import geometric_skeleton
+
+    by_file = {r.file: r for r in rig_records}
+    for f in ("cute_fish_pack/BlueTang.glb", "cute_fish_pack/Lionfish.glb", "cute_fish_pack/YellowTang.glb",
+              "cute_fish_pack/ButterflyFish.glb", "cute_fish_pack/Shark.glb", "cute_fish_pack/Sunfish.glb", "fish_pack/Whale.glb"):
+        a = load(by_file[f].path)
+        labels = label_chains(geometric_skeleton(a.mesh), a.mesh)
+        assert labels.kind == "fish" and not labels.get("wing") and not labels.get("leg"), f
+        assert np.allclose(labels.up, [0, 1, 0]), f
+
+
 @pytest.mark.skipif(importlib.util.find_spec("data_prep.procedural") is None, reason="data_prep.procedural not in this checkout")
 def test_procedural_creatures_are_labelled_as_their_kind():
     from data_prep.procedural import make_creature
@@ -167,6 +203,19 @@ def test_retarget_a_quadruped_walk(rigs):
     _, p = world_pose(dst.skeleton, anim)
     for c in dst_labels.get("leg"):
         assert np.ptp(p[:, c.joints[-1]] @ dst_labels.forward) > 0.1 * dst_labels.size
+
+
+def test_retargeting_a_sliding_run_plants_the_feet(rigs, rig_records):
+    """Stan's Run slides its feet (above the 2 % target); retargeted onto Rae, the feet are pinned
+    during each contact and the target meets the target on its own."""
+    rae = next(r for r in rig_records if r.file == "ultimate_space_pack/Astronaut_RaeTheRedPanda-transformed.glb")
+    dst = load(rae.path)
+    dst_labels = label_chains(dst.skeleton, dst.mesh)
+    src, src_labels = rigs["mech_pack/Stan.glb"]
+    clip = find_clip(src, "Run")
+    assert clip_metrics(src.skeleton, clip, src_labels).slide > SLIDE_LIMIT
+    m = clip_metrics(dst.skeleton, retarget(src, clip, dst, src_labels=src_labels, dst_labels=dst_labels), dst_labels)
+    assert m.slide <= SLIDE_LIMIT and m.drift < 1e-9, m
 
 
 def test_errors_a_user_can_act_on(rigs):

@@ -271,7 +271,7 @@ def test_rig_task(static_records, tmp_path, capsys):
         asset = load(rec["output"])
         assert asset.skeleton is not None and asset.skin is not None
         assert rec["joints"] == len(asset.skeleton) > 0 and rec["skeleton_method"] == "geometric"
-        assert rec["skin_method"].startswith(("learned", "geometric (learned failed"))  # auto skin
+        assert rec["skin_method"] in ("learned", "geometric")  # auto skin: learned unless its weights fail their checks
         assert set(rec["timings"]) == {"load", "skeleton", "skin", "export"}
     s = run_batch(src, tmp_path / "b", "rig", {"skeleton": "geometric"}, jobs=1, report=tmp_path / "b.jsonl", progress=False)
     assert s.ok == 2

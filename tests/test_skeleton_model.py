@@ -274,3 +274,39 @@ def test_shipped_model_rigs_a_dev_character():
     # Every artist joint has a predicted joint near it and vice versa (a loose CD-J2J bound).
     d = np.linalg.norm(skel.joints[:, None] - gt[None], axis=2)
     assert (d.min(0).mean() + d.min(1).mean()) / 2 < 0.04 * size
+
+
+def test_coverage_check_rejects_a_skeleton_that_leaves_out_a_limb():
+    # A procedural quadruped: its own skeleton covers the shape; without the legs it does not.
+    asset = make_creature("quadruped", 3)
+    full = asset.skeleton
+    assert not any("farther from the surface" in p for p in skeleton_problems(full, asset.mesh, reference=full))
+    leg = [j for j, n in enumerate(full.names) if n.startswith(("shoulder", "thigh"))]
+    assert len(leg) == 4, full.names
+    keep = np.array([j for j in range(len(full)) if j not in leg and not any(a in leg for a in _ancestors(full, j))])
+    remap = {int(j): i for i, j in enumerate(keep)}
+    trunk = Skeleton(full.joints[keep], [remap.get(int(full.parents[j]), -1) for j in keep], [full.names[j] for j in keep])
+    assert any("farther from the surface" in p for p in skeleton_problems(trunk, asset.mesh, reference=full))
+
+
+def _ancestors(skeleton, j):
+    out = []
+    while skeleton.parents[j] >= 0:
+        j = int(skeleton.parents[j])
+        out.append(j)
+    return out
+
+
+@needs_corpus
+def test_auto_picks_learned_on_a_character_and_says_why_when_it_falls_back():
+    from mesh3d.io import load
+    from rigging.skeleton.auto import make_skeleton
+
+    rec = next(r for r in records(kind="rig", split="dev") if r.file == "modular_women/Suit.glb")
+    skeleton, method, note = make_skeleton(load(rec.path).mesh, "auto")
+    assert method == "learned" and note == "" and len(skeleton) > 20
+    # Held-out procedural dragon: the model drops the wings, the coverage check catches it.
+    skeleton, method, note = make_skeleton(make_creature("dragon", 16).mesh, "auto")
+    assert method == "geometric" and "farther from the surface" in note
+    points = Mesh(np.random.default_rng(0).normal(size=(200, 3)), np.zeros((0, 3), int))
+    assert make_skeleton(points, "auto")[1] == "geometric"

@@ -2,16 +2,21 @@
 
 Steps, on the body tree of :func:`rigging.animate.kinematics.body_parents`:
 
-1. Axes. Up is +Y (the asset convention). The lateral axis is the horizontal axis (X or Z) the
-   joints are most mirror-symmetric across; forward is the other one, signed +Z (or +X) as in glTF,
-   where assets face +Z. Left is ``up x forward`` (+X for an asset facing +Z).
+1. Axes. Up is +Y (the asset convention), unless the bind pose lies on its side (an upright body
+   axis whose limbs all point one horizontal way): then up is the opposite of that way. The
+   lateral axis is the horizontal axis the joints are most mirror-symmetric across; forward is
+   the other one, signed +Z (or +X) as in glTF, where assets face +Z. Left is ``up x forward``
+   (+X for an asset facing +Z).
 2. Centre line. Joints without a mirror twin across the symmetry plane form the trunk (so a
-   coiled snake is all trunk); its longest path (by bone length) is the body axis, ordered tail/bottom -> head/top: upright when it rises more than it runs.
+   coiled snake is all trunk); its longest path (by bone length) is the body axis, ordered
+   tail/bottom -> head/top: upright when it rises more than it runs.
 3. Limbs. Every piece of the tree hanging off the centre line is a limb candidate; its chain is the
    longest path from where it hangs to a leaf. A limb whose lowest point (the mesh around it when
-   a mesh is given, else its joints) is near the ground is a leg. The rest are arms (upright bodies
-   and short forelimbs), wings (long, or on legless flyers) or fins (legless bodies); limbs hanging
-   from the head or tail (ears, antennae) join those.
+   a mesh is given, else its joints) is near the ground is a leg, when legs stand on both sides
+   and hold the body between them clear of the ground (a fish's low fins do not). The rest are
+   arms (upright bodies and short forelimbs), wings (long, and spanning sideways on legless
+   bodies) or fins (legless bodies); limbs hanging from the head or tail (ears, antennae) join
+   those.
 4. Body axis sections: the part behind the rear-most limb is the tail, between the limbs the spine,
    in front of the front-most limb the neck and head (bottom -> top for upright bodies).
 5. Kind: humanoid (upright, 2 legs, 2 arms), biped, bird, quadruped, hexapod, octopod, multiped,
@@ -31,6 +36,7 @@ from rigging.animate.kinematics import body_parents
 CENTRE_TOLERANCE = 0.02  # of the body size: how far from the symmetry plane a trunk joint may be
 TWIN_TOLERANCE = 0.03  # of the body size: how far a limb joint's mirror image may be from its twin
 GROUND_TOLERANCE = 0.08  # of the body height: how close to the ground a leg's lowest point is
+CLEARANCE = 0.1  # of the body height: how far above the ground legs hold the body between them
 
 
 @dataclass
@@ -52,7 +58,7 @@ class Labels:
     """What a skeleton is: its kind, chains, axes and ground.
 
     parents: (J,) body-tree parents (-2 for helpers). root: the joint the legs hang from (the hips),
-    or the body root. up, forward, left: (3,) unit vectors. ground: height (Y) of the ground.
+    or the body root. up, forward, left: (3,) unit vectors. ground: height of the ground along ``up``.
     size: longest side of the body's bounding box. joint_labels: a label per joint ("helper",
     "other" for joints nothing claimed).
     """
@@ -80,7 +86,7 @@ class Labels:
 def leg_length(skeleton: Skeleton, labels: Labels, chain: Chain) -> float:
     """A leg's length: its chain's length, or the height of its hip above the ground when larger
     (rigs whose last leg joint is the knee and whose shin hangs from it)."""
-    return max(chain_length(skeleton.joints, chain.joints), float(skeleton.joints[chain.joints[0], 1] - labels.ground))
+    return max(chain_length(skeleton.joints, chain.joints), float(skeleton.joints[chain.joints[0]] @ labels.up - labels.ground))
 
 
 def foot_point(skeleton: Skeleton, labels: Labels, chain: Chain) -> tuple[int, np.ndarray]:
@@ -88,11 +94,10 @@ def foot_point(skeleton: Skeleton, labels: Labels, chain: Chain) -> tuple[int, n
     axes at rest. Zero when the tip is at the ground; straight down to the ground when the tip is
     the knee and the shin hangs from it (the offset turns with that joint)."""
     tip = chain.joints[-1]
-    h = float(skeleton.joints[tip, 1] - labels.ground)
-    offset = np.zeros(3)
+    h = float(skeleton.joints[tip] @ labels.up - labels.ground)
     if h > 0.1 * leg_length(skeleton, labels, chain):
-        offset[1] = -h
-    return tip, offset
+        return tip, -h * labels.up
+    return tip, np.zeros(3)
 
 
 def chain_length(points: np.ndarray, chain: list[int]) -> float:
@@ -172,7 +177,58 @@ def _lateral_axis(points: np.ndarray) -> int:
 
 
 def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
-    """Label the chains of ``skeleton`` (see the module docstring); ``mesh`` refines ground contact."""
+    """Label the chains of ``skeleton`` (see the module docstring); ``mesh`` refines ground contact.
+
+    Up is the file's +Y unless the body lies on its side in the bind pose (:func:`_lying_down`):
+    then the skeleton and mesh are turned so that the limbs hang down, labelled, and the labels'
+    axes turned back (``ground`` is a height along ``up``).
+    """
+    labels = _label(skeleton, mesh)
+    down = _lying_down(skeleton.joints, labels)
+    if down is None:
+        return labels
+    from rigging.animate.kinematics import rotation_between
+
+    turn = rotation_between(down, np.array([0.0, -1.0, 0.0]))
+    turned = _label(replace(skeleton, joints=skeleton.joints @ turn.T, frames=None),
+                    replace(mesh, vertices=mesh.vertices @ turn.T, normals=None) if mesh is not None else None)
+    return replace(turned, up=turn.T @ turned.up, forward=turn.T @ turned.forward, left=turn.T @ turned.left)
+
+
+def _lying_down(pts: np.ndarray, labels: Labels) -> Optional[np.ndarray]:
+    """The down direction (a world axis, (3,)) of a body bound lying on its side; None when +Y is up.
+
+    The evidence: the body axis runs vertically, as an upright figure's would, yet its limbs (two
+    pairs or more, none of them on the ground) do not hang down: their root-to-tip directions,
+    with the sideways part removed (so left and right arms held out cancel), point mostly one
+    horizontal way. (A tall fish, its axis from dorsal to ventral fin, has one pair of fins.) An upright figure's legs point down;
+    a level body (a fish, a quadruped) and one standing on legs are never turned.
+    """
+    axis = [j for c in labels.get("tail") for j in c.joints][::-1] + [j for k in ("spine", "neck", "head") for c in labels.get(k) for j in c.joints]
+    limbs = [c for c in labels.chains if c.side != 0 and len(c.joints) > 1]
+    if labels.get("leg") or len(axis) < 2 or len(limbs) < 4:
+        return None
+    d = pts[axis[-1]] - pts[axis[0]]
+    if abs(d[1]) <= np.linalg.norm([d[0], d[2]]):
+        return None
+    dirs = []
+    for c in limbs:
+        v = pts[c.joints[-1]] - pts[c.joints[0]]
+        v = v - np.dot(v, labels.left) * labels.left
+        dirs.append(v / (np.linalg.norm(v) or 1.0))
+    mean = np.mean(dirs, axis=0)
+    flat = mean.copy()
+    flat[1] = 0.0
+    if np.linalg.norm(flat) < 0.5 or np.linalg.norm(flat) < abs(mean[1]):
+        return None
+    k = int(np.argmax(np.abs(flat)))
+    down = np.zeros(3)
+    down[k] = np.sign(flat[k])
+    return down
+
+
+def _label(skeleton: Skeleton, mesh: Optional[Mesh]) -> Labels:
+    """:func:`label_chains` with +Y up."""
     parents = body_parents(skeleton)
     body = np.flatnonzero(parents >= -1)
     pts = skeleton.joints
@@ -254,6 +310,11 @@ def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
         else:
             m["kind"] = "small"
     legs = [m for m in limbs if m["kind"] == "leg"]
+    if legs and ({m["side"] for m in legs} != {1, -1} or not _carried(pts, axis, [m["anchor"] for m in legs], near, ground, height)):
+        # Low fins of a body lying on the ground (a fish's belly), or limbs on one side only.
+        for m in legs:
+            m["kind"] = "long" if m["length"] > 0.35 * axis_length else "small"
+        legs = []
     if len(legs) == 2 and not upright and np.mean([m["anchor"] for m in legs]) > 0.5 * (len(axis) - 1):
         # A pair of "legs" on the front half of a level body is a pair of low fins (a whale's
         # flippers): two-legged level bodies (birds, raptors) stand on hips behind their middle.
@@ -267,7 +328,8 @@ def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
             # Legless bodies: fins. Otherwise arms, unless too short to be one (ears, antennae).
             m["kind"] = "fin" if not legs else "arm" if m["length"] > 0.1 * axis_length else None
         if m["kind"] == "long":
-            m["kind"] = "arm" if upright and legs else "wing"
+            # Without legs, a long limb reaching back or down is a fin; a wing spans sideways.
+            m["kind"] = "arm" if upright and legs else "wing" if legs or _spread_out(pts, m["chain"], left) else "fin"
     hips = min((m["anchor"] for m in legs), default=0)
     anchors = [m["anchor"] for m in limbs if m["kind"]]
     if anchors:
@@ -324,6 +386,27 @@ def label_chains(skeleton: Skeleton, mesh: Optional[Mesh] = None) -> Labels:
     else:
         kind = "fish"
     return Labels(kind, chains, parents, int(root), up, forward, left, ground, size, labels)
+
+
+def _carried(pts: np.ndarray, axis: list[int], anchors: list[int], near, ground: float, height: float) -> bool:
+    """Whether limbs touching the ground hang from a body they hold up: the body axis between the
+    front-most and rear-most of their ``anchors`` (positions on ``axis``), with the mesh around it
+    when ``near`` (vertex owners, heights) is given, stays above the ground by CLEARANCE of the
+    body's height. A fish's belly lies as low as its lowest fins."""
+    section = axis[min(anchors): max(anchors) + 1]
+    low = float(pts[section, 1].min())
+    if near is not None:
+        mine = np.isin(near[0], section)
+        if mine.any():
+            low = min(low, float(near[1][mine].min()))
+    return low - ground > CLEARANCE * height
+
+
+def _spread_out(pts: np.ndarray, chain: list[int], left: np.ndarray) -> bool:
+    """Whether a limb reaches out sideways (a wing's span) more than back or down (a long fin):
+    its tip's sideways offset from its root is at least half the root-to-tip distance."""
+    d = pts[chain[-1]] - pts[chain[0]]
+    return abs(float(np.dot(d, left))) >= 0.5 * float(np.linalg.norm(d))
 
 
 def _paired(skeleton: Skeleton, joints: np.ndarray, lat: int, mid: float, size: float) -> np.ndarray:

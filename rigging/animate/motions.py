@@ -587,19 +587,33 @@ def _jump(rig: Rig, phi: np.ndarray) -> Pose:
 # bodies without legs
 
 
-def _wave_body(rig: Rig, phi: np.ndarray, amplitude: Callable[[np.ndarray], np.ndarray], wavelength: float, head_follow: float) -> np.ndarray:
-    """Deltas bending the body axis into a travelling wave (head -> tail) of lateral headings."""
+def _wave_body(rig: Rig, phi: np.ndarray, amplitude: Callable[[np.ndarray], np.ndarray], wavelength: float) -> np.ndarray:
+    """Deltas bending the body axis into a lateral travelling wave running head -> tail.
+
+    The wave is a displacement: a point at fraction ``s`` of the body axis from the head (0) to the
+    tail tip (1) is moved sideways by ``amplitude(s) * sin(2 pi (phi - s / wavelength))``, in body
+    lengths (amplitude: (K,) -> (K,)). Each axis bone turns about up so that its far end sits at
+    its neighbour's displacement, whatever the number and spacing of joints (a whale with four
+    tail joints and a snake with forty get the same shape); everything else follows its parent.
+    """
     lab, n = rig.labels, len(phi)
     axis = _axis_order(lab)[::-1]  # head first
     pts = rig.joints[axis]
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
-    s = s / (s[-1] or 1.0)
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    length = s[-1] or 1.0
+    s = s / length
+    y = amplitude(s)[None, :] * np.sin(2 * np.pi * (phi[:, None] - s[None, :] / wavelength)) * length  # (F, K)
     world = {}
-    for j, sj in zip(axis, s):
-        theta = amplitude(np.array(sj)) * np.sin(2 * np.pi * (phi - sj / wavelength))
-        if sj == 0:
-            theta = head_follow * theta
-        world[j] = rotation(lab.up, theta)
+    for k in range(len(axis) - 1):
+        a, b = axis[k], axis[k + 1]
+        # The bone joining them belongs to whichever is the other's parent; it turns so that its
+        # child end moves sideways (along left) by the child's displacement minus its own.
+        for owner, child, move in ((a, b, y[:, k + 1] - y[:, k]), (b, a, y[:, k] - y[:, k + 1])):
+            if int(lab.parents[child]) == owner:
+                d = rig.joints[child] - rig.joints[owner]
+                side = np.sign(np.dot(np.cross(lab.up, d), lab.left)) or 1.0
+                world[owner] = rotation(lab.up, side * np.arcsin(np.clip(move / max(seg[k], 1e-9), -1, 1)))
     deltas = _identity(rig, n)
     g = {}
     for j in rig.order:  # deltas giving these world rotations; everything else follows its parent
@@ -615,22 +629,26 @@ def _axis_needed(labels: Labels) -> Optional[str]:
     return None if len(_axis_order(labels)) >= 3 else "its body axis has fewer than 3 joints"
 
 
-@_register("swim", "fish swim (cruising): a travelling wave growing towards the tail, fins paddling", 2.0, _axis_needed)
+@_register("swim", "fish swim (cruising): a travelling wave growing towards the tail, fins paddling", 3.5, _axis_needed)
 def _swim(rig: Rig, phi: np.ndarray) -> Pose:
     lab = rig.labels
-    deltas = _wave_body(rig, phi, lambda s: 15 * DEG * (0.15 + 0.85 * s**2), 1.0, 0.5)
+    # Slow cruising: the sideways amplitude grows as the cube of the distance from the head to 0.07
+    # body lengths at the tail tip (thunniform-like: the front half barely moves), on a wave one
+    # body long; fins scull gently. The head barely yaws and the body does not bob, as in the
+    # artist clips of the shared fish.
+    deltas = _wave_body(rig, phi, lambda s: 0.07 * s**3, 1.0)
     for c in lab.get("fin") + lab.get("wing"):
         for k, j in enumerate(c.joints):
-            _turn(deltas, j, rotation(lab.forward, c.side * 15 * DEG * np.sin(2 * np.pi * phi - 0.6 * k)))
+            _turn(deltas, j, rotation(lab.forward, c.side * 5 * DEG * np.sin(2 * np.pi * phi - 0.6 * k)))
     for c in lab.get("leg"):
         _turn(deltas, c.joints[0], rotation(lab.left, 25 * DEG * np.ones_like(phi)))
-    root = (0.02 * rig.body_length * np.sin(2 * np.pi * phi))[:, None] * lab.up
-    return Pose(deltas, root, [])
+    return Pose(deltas, np.zeros((len(phi), 3)), [])
 
 
 @_register("slither", "snake undulation: two lateral waves running down the body", 1.6, _axis_needed)
 def _slither(rig: Rig, phi: np.ndarray) -> Pose:
-    deltas = _wave_body(rig, phi, lambda s: 30 * DEG * np.ones_like(s), 0.5, 0.3)
+    # Lateral undulation: an even sideways amplitude of 0.05 body lengths on waves half a body long.
+    deltas = _wave_body(rig, phi, lambda s: np.full_like(s, 0.05), 0.5)
     return Pose(deltas, np.zeros((len(phi), 3)), [])
 
 

@@ -8,14 +8,16 @@ Pipeline, all in the normalised frame (bounding box centred, longest side 1):
 4. turn the skeleton voxels into a graph, join stray pieces, and keep a spanning tree that cuts
    loops at their thinnest point; root it at the skeleton point nearest the centre of mass among
    thick points (the torso);
-5. prune spurs (leaf branches that barely stick out of the ball of their junction) and
-   whiskers (leaf branches at most two voxels thick hanging from a body many times thicker: fins,
-   spines, antennae, hair strands), which follow their body in artist rigs;
+5. prune spurs (leaf branches that barely stick out of the ball of their junction, or, for a
+   branch running inside a flat part such as a disc, out of the part's width around the
+   junction) and whiskers (leaf branches at most two voxels thick hanging from a body many times
+   thicker: fins, spines, antennae, hair strands), which follow their body in artist rigs;
 6. reach into thick parts the medial axis misses (thinning retracts from round ends, so a fish's
    blunt head has no branch) with a straight chain ending in a non-deforming end joint;
-7. keep joints at the root, branch points and tips, at bends (Douglas-Peucker) and along long
+7. replace coiled runs (a spring's wire winding about one axis) by a straight run along the axis;
+8. keep joints at the root, branch points and tips, at bends (Douglas-Peucker) and along long
    straight runs, and merge joints that nearly coincide;
-8. for a symmetric shape build one half and mirror it, so the rig is exactly symmetric.
+9. for a symmetric shape build one half and mirror it, so the rig is exactly symmetric.
 
 Degenerate inputs (a point cloud, a flat plane, a single triangle, a zero-size shape) still get a
 small valid rig; a mesh without vertices raises :class:`Mesh3DError`.
@@ -41,11 +43,16 @@ from rigging.skeleton.volume import Volume, voxelise
 SYMMETRY_IOU = 0.85  # a solid this close to its mirror image is treated as symmetric
 PRUNE_RATIO = 0.8  # a leaf branch must stick out of its junction's ball by this many junction radii
 PRUNE_MIN = 0.03  # ... and by at least this much
+SHEET_QUANTILE = 0.25  # quantile of the distances to the surface across a flat part (see _sheet_width)
+SHEET_RATIO = 2.0  # a junction is in a flat part when the part is this many times wider than thick
+SHEET_RUN = 5  # nodes (voxels) of the run before a junction that give its direction
 BLUNT_DEPTH = 0.05  # volume this far beyond every node's ball gets a chain of its own
 WHISKER_THINNESS = 0.15  # a two-voxel-thin leaf branch this much thinner than its body is pruned
 BEND_TOLERANCE = 0.02  # Douglas-Peucker tolerance: a chain deviating more than this gets a joint
 MAX_SEGMENT = 0.07  # straight runs longer than this get intermediate joints
 MERGE_DISTANCE = 0.025  # joints closer than this to their parent are merged into one
+COIL_TURNS = 1.5  # a run winding this many times about one axis is a coil, rigged along its axis
+COIL_SPUR = 0.08  # leaf branches shorter than this do not break a coiled run
 
 
 def geometric_skeleton(mesh: Mesh, max_joints: int = 64, resolution: int = 96, symmetry: bool = True) -> Skeleton:
@@ -69,6 +76,7 @@ def geometric_skeleton(mesh: Mesh, max_joints: int = 64, resolution: int = 96, s
         vol.solid |= np.flip(vol.solid, axis)
 
     nodes, parent, tip, on_plane = _medial_tree(vol, axis)
+    nodes, parent, tip, on_plane = _straighten_coils(nodes, parent, tip, on_plane, vol.h)
     joints, parents, helper, lateral = _fit_joints(nodes, parent, tip, on_plane, axis is not None, max_joints)
     joints, parents, helper, names = _mirror(joints, parents, helper, lateral, axis)
     return Skeleton(joints * scale + centre, parents, names, helper)
@@ -100,7 +108,7 @@ def _medial_tree(vol: Volume, axis: int | None) -> tuple[np.ndarray, np.ndarray,
     skel = skeletonize(vol.solid)
     if not skel.any():  # nothing solid survived (cannot happen for a non-empty grid, but be safe)
         skel[tuple(np.argwhere(vol.solid)[0])] = True
-    edt = ndimage.distance_transform_edt(vol.solid)
+    edt, nearest = ndimage.distance_transform_edt(vol.solid, return_indices=True)
     idx = np.argwhere(skel)
     nodes = vol.position(idx)
     radius = np.maximum(edt[tuple(idx.T)], 0.5) * vol.h
@@ -113,14 +121,11 @@ def _medial_tree(vol: Volume, axis: int | None) -> tuple[np.ndarray, np.ndarray,
     edges = _join_pieces(nodes, _voxel_edges(idx, skel.shape))
     root = _root(vol, nodes, radius, on_plane if axis is not None else None)
     parent = _spanning_tree(nodes, edges, radius, root)
-    alive = _prune(nodes, parent, radius, root, vol)
+    thin_dir = vol.position(nearest[(slice(None), *idx.T)].T) - nodes  # towards the nearest outside voxel
+    alive = _prune(nodes, parent, radius, root, vol, thin_dir)
     if axis is not None:
         alive &= _reachable(parent, root, alive & (on_plane | (nodes[:, axis] > 0)))
-    keep = np.flatnonzero(alive)
-    remap = -np.ones(len(nodes), np.int64)
-    remap[keep] = np.arange(len(keep))
-    nodes, parent = nodes[keep], np.where(parent[keep] >= 0, remap[np.maximum(parent[keep], 0)], -1)
-    radius = radius[keep]
+    nodes, parent, radius = _subtree(alive, nodes, parent, radius)
     # Thin parts (at most two voxels thick) are whiskers the pruning removed on purpose.
     half = edt > 1.5
     if axis is not None:  # cover only the kept half (and the plane)
@@ -201,6 +206,127 @@ def _cover_blunt_ends(
         np.concatenate([tip, np.array(new_tip, bool)]),
         np.concatenate([radius, np.full(len(new_nodes), h)]),
     )
+
+
+def _runs(parent: np.ndarray, key: np.ndarray, root: int) -> list[list[int]]:
+    """Each run of the tree from a ``key`` node up to (and including) the next key node:
+    [start, ..., end]. key: (N,) bool with the root, every leaf and branch point among them."""
+    out = []
+    for start in np.flatnonzero(key):
+        if start == root:
+            continue
+        chain = [int(start)]
+        while not key[parent[chain[-1]]]:
+            chain.append(int(parent[chain[-1]]))
+        chain.append(int(parent[chain[-1]]))
+        out.append(chain)
+    return out
+
+
+def _coil_axis(points: np.ndarray, h: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """The axis a polyline winds around, and how many turns it makes about it.
+
+    points: (M, 3) a chain of skeleton nodes one voxel (``h``) apart. The tangents of a helix
+    all lie near the plane normal to its axis, so the axis is the direction the smoothed tangents
+    vary least along. Returns a point on the axis, the unit axis and the number of turns
+    (unwrapped angle about the axis, end to end, / 2 pi). The point on the axis is the centre of
+    the circle fitted to the points seen along the axis (least squares, Kasa), not their
+    centroid, which a part turn pulls sideways.
+    """
+    step = max(2, int(round(3 * h / max(np.linalg.norm(points[1] - points[0]), 1e-12))))
+    tangents = points[step:] - points[:-step]  # over a few voxels: the voxel staircase averages out
+    tangents /= np.maximum(np.linalg.norm(tangents, axis=1, keepdims=True), 1e-12)
+    axis = np.linalg.eigh(tangents.T @ tangents)[1][:, 0]
+    u = np.cross(axis, [1.0, 0, 0] if abs(axis[0]) < 0.9 else [0, 1.0, 0])
+    u /= np.linalg.norm(u)
+    v = np.cross(axis, u)
+    mean = points.mean(0)
+    x, y = (points - mean) @ u, (points - mean) @ v
+    (a, b, _), *_ = np.linalg.lstsq(np.stack([2 * x, 2 * y, np.ones_like(x)], 1), x * x + y * y, rcond=None)
+    centre = mean + a * u + b * v
+    rel = points - centre
+    angle = np.unwrap(np.arctan2(rel @ v, rel @ u))
+    return centre, axis, abs(angle[-1] - angle[0]) / (2 * np.pi)
+
+
+def _straighten_coils(
+    nodes: np.ndarray, parent: np.ndarray, tip: np.ndarray, on_plane: np.ndarray, h: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rig coiled runs (springs, coiled tails: at least ``COIL_TURNS`` turns about one axis)
+    with a straight run along their axis: a spring bends and stretches along it, and a rig
+    along the wire would put dozens of joints on a helix.
+
+    Runs are followed through short side branches (leaf branches shorter than ``COIL_SPUR``:
+    thinning leaves stubs where the wire's cross-section changes). The coil and everything
+    beyond it inside its cylinder (the tangle where its last turn lies flat) give way to one
+    straight run, from the coil's end nearer the root to the far end of the cylinder; branches
+    leaving the cylinder hang from the nearest node of that run. Returns nodes, parent, tip and
+    on_plane of the new tree.
+    """
+    root = int(np.flatnonzero(parent < 0)[0])
+    parent = parent.copy()
+    alive = np.ones(len(nodes), bool)
+    main = alive.copy()
+    for chain in _leaf_chains(parent, alive, root):
+        if _chain_length(nodes, chain) < COIL_SPUR:
+            main[chain[:-1]] = False
+    kids: list[list[int]] = [[] for _ in range(len(nodes))]
+    for a in np.flatnonzero(parent >= 0):
+        kids[parent[a]].append(int(a))
+    added_nodes, added_parent, added_plane = [], [], []
+    key = main & (_children(parent, main) != 1)
+    key[root] = True
+    for chain in _runs(parent, key, root):
+        if len(chain) < 8 or not alive[chain].all():  # short, or inside a coil already replaced
+            continue
+        centre, axis, turns = _coil_axis(nodes[chain], h)
+        if turns < COIL_TURNS:
+            continue
+        # The coil: the whole subtree below the run's end (its run, its stubs, what lies beyond).
+        coil, stack = [], [chain[-2]]
+        while stack:
+            a = stack.pop()
+            coil.append(a)
+            stack.extend(kids[a])
+        coil = np.array(sorted(coil))
+        rel = nodes[coil] - centre
+        along = rel @ axis
+        off_axis = np.linalg.norm(rel - along[:, None] * axis, axis=1)
+        radius = np.median(off_axis[np.isin(coil, chain)])
+        inside = off_axis <= 1.5 * radius
+        start = float((nodes[chain[-2]] - centre) @ axis)
+        ends = along[inside]
+        end = ends.min() if abs(ends.min() - start) > abs(ends.max() - start) else ends.max()
+        steps = max(1, int(abs(end - start) / h))
+        first = len(nodes) + len(added_nodes)
+        run = centre + (start + (end - start) * np.arange(steps + 1) / steps)[:, None] * axis
+        added_nodes += list(run)
+        added_parent += [chain[-1]] + list(range(first, first + steps))
+        added_plane += [on_plane[chain[-1]]] * len(run)
+        alive[coil[inside]] = False
+        # Branches leaving the cylinder hang from the run.
+        for a in coil[~inside]:
+            if not alive[parent[a]]:
+                parent[a] = first + int(np.argmin(np.linalg.norm(run - nodes[a], axis=1)))
+    if not added_nodes:
+        return nodes, parent, tip, on_plane
+    extra = len(added_nodes)
+    nodes = np.concatenate([nodes, np.array(added_nodes)])
+    parent = np.concatenate([parent, np.array(added_parent, np.int64)])
+    alive = np.concatenate([alive, np.ones(extra, bool)])
+    tip = np.concatenate([tip, np.zeros(extra, bool)])
+    on_plane = np.concatenate([on_plane, np.array(added_plane, bool)])
+    return _subtree(alive, nodes, parent, tip, on_plane)
+
+
+def _subtree(alive: np.ndarray, nodes: np.ndarray, parent: np.ndarray, *per_node: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The tree restricted to the ``alive`` (N,) nodes (a node's parent must be alive if it is):
+    nodes, parent re-indexed, and each further (N, ...) array filtered alike."""
+    keep = np.flatnonzero(alive)
+    remap = -np.ones(len(nodes), np.int64)
+    remap[keep] = np.arange(len(keep))
+    new_parent = np.where(parent[keep] >= 0, remap[np.maximum(parent[keep], 0)], -1)
+    return (nodes[keep], new_parent, *(a[keep] for a in per_node))
 
 
 def _voxel_edges(idx: np.ndarray, shape: tuple) -> np.ndarray:
@@ -302,10 +428,66 @@ def _chain_length(nodes: np.ndarray, chain: list[int]) -> float:
     return float(np.linalg.norm(np.diff(nodes[chain], axis=0), axis=1).sum())
 
 
-def _prune(nodes: np.ndarray, parent: np.ndarray, radius: np.ndarray, root: int, vol: Volume) -> np.ndarray:
+def _exit_distances(vol: Volume, point: np.ndarray, rays: np.ndarray) -> np.ndarray:
+    """(R,) distance from ``point`` along each unit ray (R, 3) to the first voxel outside the solid
+    (in half-voxel steps, at most half the shape)."""
+    steps = np.arange(1, int(0.5 / (vol.h / 2)) + 1) * (vol.h / 2)
+    inside = vol.inside(point + steps[None, :, None] * rays[:, None, :])  # (R, S)
+    return steps[np.where(inside.all(1), len(steps) - 1, np.argmin(inside, axis=1))]
+
+
+def _sheet_width(vol: Volume, point: np.ndarray, thin_dir: np.ndarray) -> float:
+    """How far the solid reaches from ``point`` across its thin direction: the ``SHEET_QUANTILE``
+    of the distances to the surface along 16 rays perpendicular to ``thin_dir`` (towards the
+    nearest surface). In a flat part (a disc, a flat fish's body) the ball of a medial point
+    only spans the thickness, while the part extends this far around it."""
+    n = np.linalg.norm(thin_dir)
+    if n == 0:
+        return 0.0
+    w = thin_dir / n
+    u = np.cross(w, [1.0, 0, 0] if abs(w[0]) < 0.9 else [0, 1.0, 0])
+    u /= np.linalg.norm(u)
+    v = np.cross(w, u)
+    a = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+    rays = np.cos(a)[:, None] * u + np.sin(a)[:, None] * v
+    return float(np.quantile(_exit_distances(vol, point, rays), SHEET_QUANTILE))
+
+
+def _in_sheet(
+    vol: Volume, nodes: np.ndarray, parent: np.ndarray, radius: np.ndarray, thin_dir: np.ndarray, chain: list[int]
+) -> bool:
+    """A leaf branch runs inside a flat part (a spur of its medial sheet) rather than sticking out
+    of it (a thumb from a palm) or carrying on a limb that flattens (flat fingers after a palm):
+    a quarter of the way from its tip, the solid reaches ``SHEET_RATIO`` times its radius to both
+    sides, across the branch and its thin direction; and when the run before its junction is not
+    flat, the branch turns more than 45 degrees away from that run."""
+    along = nodes[chain[0]] - nodes[chain[-1]]
+    before = chain[-1]
+    for _ in range(SHEET_RUN):
+        before = parent[before] if parent[before] >= 0 else before
+    run = nodes[chain[-1]] - nodes[before]
+    from_limb = _sheet_width(vol, nodes[before], thin_dir[before]) < SHEET_RATIO * radius[before]
+    if from_limb and run @ along > np.cos(np.pi / 4) * np.linalg.norm(run) * np.linalg.norm(along):
+        return False
+    m = chain[len(chain) // 4]
+    side = np.cross(thin_dir[m], along)
+    if np.linalg.norm(side) == 0:
+        return False
+    side /= np.linalg.norm(side)
+    # Radii of a voxel or so are rounding: a finger one voxel thick is not a sheet two voxels wide.
+    thickness = max(radius[m], 1.5 * vol.h)
+    return bool(_exit_distances(vol, nodes[m], np.stack([side, -side])).min() >= SHEET_RATIO * thickness)
+
+
+def _prune(
+    nodes: np.ndarray, parent: np.ndarray, radius: np.ndarray, root: int, vol: Volume, thin_dir: np.ndarray
+) -> np.ndarray:
     """(N,) bool nodes kept after removing spurs, least protruding first, one at a time (removing
-    one of two spurs at a limb's end lets the other continue the limb), and whiskers."""
+    one of two spurs at a limb's end lets the other continue the limb), and whiskers.
+    thin_dir: (N, 3) each node's direction towards the nearest surface (for :func:`_sheet_width`)."""
     alive = np.ones(len(nodes), bool)
+    width: dict[int, float] = {}  # each junction's _sheet_width
+    in_sheet: dict[tuple[int, int], bool] = {}  # (leaf, junction) -> _in_sheet
     body = radius.copy()
     for a in _bfs(parent, alive, root)[1:]:
         body[a] = max(body[a], body[parent[a]])
@@ -316,9 +498,18 @@ def _prune(nodes: np.ndarray, parent: np.ndarray, radius: np.ndarray, root: int,
                 worst, worst_score = chain, -1.0
                 break
             junction = chain[-1]
-            # How far the branch reaches past the junction's own ball, in junction radii.
-            reach = _chain_length(nodes, chain) + radius[chain[0]] - radius[junction]
-            score = reach / max(PRUNE_RATIO * radius[junction], PRUNE_MIN)
+            if junction not in width:
+                width[junction] = _sheet_width(vol, nodes[junction], thin_dir[junction])
+            extent = radius[junction]
+            if width[junction] >= SHEET_RATIO * radius[junction]:
+                key = (chain[0], junction)
+                if key not in in_sheet:
+                    in_sheet[key] = _in_sheet(vol, nodes, parent, radius, thin_dir, chain)
+                if in_sheet[key]:
+                    extent = width[junction]  # a spur of a medial sheet: judged against the sheet's width
+            # How far the branch reaches past the junction's own extent, in junction radii.
+            reach = _chain_length(nodes, chain) + radius[chain[0]] - extent
+            score = reach / max(PRUNE_RATIO * extent, PRUNE_MIN)
             if score < worst_score:
                 worst, worst_score = chain, score
         if worst is None:
@@ -408,13 +599,7 @@ def _place_joints(
     is_key[parent[alive & tip]] = True
     chosen = is_key.copy()
     # Walk each chain from a key node up to the next key node and pick its joints.
-    for start in np.flatnonzero(is_key):
-        if start == root:
-            continue
-        chain = [int(start)]
-        while not is_key[parent[chain[-1]]]:
-            chain.append(int(parent[chain[-1]]))
-        chain.append(int(parent[chain[-1]]))
+    for chain in _runs(parent, is_key, root):
         pts = nodes[chain]
         kept = _simplify(pts, BEND_TOLERANCE * coarse)
         if np.isfinite(coarse):

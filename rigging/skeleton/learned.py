@@ -41,6 +41,9 @@ from rigging.skeleton.tokenizer import BOS, EOS, PAD, SkeletonTokenizer
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "skeleton.safetensors"
 TASK_SPEC = "rigging.skeleton.learned:SkeletonTask"
+# `auto` rejects a learned skeleton whose bones lie this much farther from the surface than the
+# geometric skeleton's (measured on held-out procedural creatures and the dev rigs: see skeleton_problems).
+COVERAGE_RATIO = 1.5
 
 # Options that fix the architecture (stored in the weights' metadata; everything else is training).
 MODEL_DEFAULTS = dict(bits=7, max_joints=64, n_points=2048, n_latents=64, queries="fps", enc_embd=128,
@@ -162,7 +165,8 @@ def load_skeleton_model(weights=DEFAULT_WEIGHTS) -> SkeletonModel:
     return model
 
 
-def skeleton_problems(skeleton: Skeleton, mesh: Mesh, max_joints: int = 64, surface_distance: float = 0.1) -> list[str]:
+def skeleton_problems(skeleton: Skeleton, mesh: Mesh, max_joints: int = 64, surface_distance: float = 0.1,
+                      reference: Skeleton | None = None, coverage_ratio: float = COVERAGE_RATIO) -> list[str]:
     """Why a predicted skeleton should not be used (empty when it looks sane).
 
     Checks a sane joint count (2 .. max_joints), joints inside the mesh's bounding box (5 %
@@ -170,6 +174,12 @@ def skeleton_problems(skeleton: Skeleton, mesh: Mesh, max_joints: int = 64, surf
     (fraction of the longest bounding-box side) of its surface. On the shared rigs' own
     skeletons only the two toy rigs whose artist joints float beside the mesh (Bouncer,
     Enemy_Flying) fail the last check.
+
+    reference: a skeleton known to reach every part of the shape (the geometric one, which follows
+    the medial axis). The predicted one fails when its bones are on average more than
+    `coverage_ratio` times farther from the surface than the reference's: it left out a limb, a
+    wing or a tail. (On held-out procedural creatures this catches the dragons, spiders and birds
+    whose wings or legs the model dropped; on the dev rigs it rejects none but the Bouncer.)
     """
     problems = []
     n = len(skeleton)
@@ -187,14 +197,29 @@ def skeleton_problems(skeleton: Skeleton, mesh: Mesh, max_joints: int = 64, surf
     stray = int((~inside & ~near).sum())
     if stray:
         problems.append(f"{stray} joint(s) outside the mesh and farther than {surface_distance:g} of its size from the surface")
+    if reference is not None:
+        ratio = _bone_distance(skeleton, points, center, scale) / max(_bone_distance(reference, points, center, scale), 1e-9)
+        if ratio > coverage_ratio:
+            problems.append(f"its bones are {ratio:.1f}x farther from the surface than the geometric skeleton's (a part of the shape has no bone)")
     return problems
 
 
-def learned_skeleton(mesh: Mesh, weights=DEFAULT_WEIGHTS, seed: int = 0, check: bool = True, model=None) -> Skeleton:
+def _bone_distance(skeleton: Skeleton, points: np.ndarray, center: np.ndarray, scale: float) -> float:
+    """Mean distance from `points` (normalised frame) to the nearest bone of `skeleton` (mesh frame)."""
+    from rigging.eval import sample_bones
+
+    joints = (skeleton.joints - center) / scale
+    bones = np.array([(p, j) for j, p in enumerate(skeleton.parents) if p >= 0], dtype=np.int64).reshape(-1, 2)
+    return float(cKDTree(sample_bones(joints, bones, 0.005)).query(points)[0].mean())
+
+
+def learned_skeleton(mesh: Mesh, weights=DEFAULT_WEIGHTS, seed: int = 0, check: bool = True, model=None,
+                     reference: Skeleton | None = None) -> Skeleton:
     """A skeleton for `mesh` (Y up) written by the learned model, in the mesh's own frame.
 
     weights: a file saved by training (ignored when `model`, a loaded SkeletonModel, is given). seed: surface sampling seed (same seed, same skeleton).
     check: raise Mesh3DError when `skeleton_problems` finds any, so callers can fall back.
+    reference: passed to `skeleton_problems` (the coverage check against another skeleton).
     Joints are named joint_0 .. in breadth-first order from the root; frames are world-aligned.
     """
     model = model if model is not None else load_skeleton_model(weights)
@@ -204,7 +229,7 @@ def learned_skeleton(mesh: Mesh, weights=DEFAULT_WEIGHTS, seed: int = 0, check: 
     joints, parents = generate_joints(model.net, model.tok, cond)[0]
     skeleton = Skeleton(joints * scale + center, parents, [f"joint_{i}" for i in range(len(joints))])
     if check:
-        problems = skeleton_problems(skeleton, mesh, model.tok.max_joints)
+        problems = skeleton_problems(skeleton, mesh, model.tok.max_joints, reference=reference)
         if problems:
             raise Mesh3DError("the learned skeleton failed its checks: " + "; ".join(problems))
     return skeleton
@@ -216,7 +241,8 @@ def learned_skeleton(mesh: Mesh, weights=DEFAULT_WEIGHTS, seed: int = 0, check: 
 def evaluate_dev(weights=DEFAULT_WEIGHTS, geometric: bool = False, procedural_seed: int | None = None, log=print) -> dict:
     """CD-J2J, CD-J2B, CD-B2B (x100, rigging.eval) of the learned skeleton on every dev rig.
 
-    geometric: also measure rigging.skeleton.geometric's skeleton on the same rigs, for comparison.
+    geometric: also measure rigging.skeleton.geometric's skeleton on the same rigs, and what `auto`
+    picks (learned unless its checks, with the geometric skeleton as coverage reference, fail).
     procedural_seed: instead of the dev rigs, one procedural creature of each kind made with this
     seed (pick one the training data did not use: seeds >= DataConfig.procedural_per_kind).
     Returns {"rows": [per-rig dicts], "mean": {method: {metric: mean}}}; a learned skeleton that
@@ -241,23 +267,33 @@ def evaluate_dev(weights=DEFAULT_WEIGHTS, geometric: bool = False, procedural_se
         cases = ((f"procedural/{k}/{procedural_seed}", lambda k=k: make_creature(k, procedural_seed)) for k in CREATURE_KINDS)
     for label, make in cases:
         asset = make()
+        preds = {}
         for name, method in methods.items():
             t0 = time.perf_counter()
-            pred = method(asset.mesh)
+            preds[name] = method(asset.mesh)
             seconds = time.perf_counter() - t0
-            row = {"rig": label, "method": name, "joints": len(pred), "seconds": seconds,
-                   **skeleton_metrics(pred, asset.skeleton, asset.mesh, asset.skin)}
-            if name == "learned":
-                row["problems"] = skeleton_problems(pred, asset.mesh, model.tok.max_joints)
-            rows.append(row)
-            log(f"{label:45s} {name:9s} {len(pred):3d} joints {seconds:5.2f} s  "
-                f"J2J {row['cd_j2j']:6.2f}  J2B {row['cd_j2b']:6.2f}  B2B {row['cd_b2b']:6.2f}"
-                + (f"  problems: {'; '.join(row['problems'])}" if row.get("problems") else ""))
+            rows.append({"rig": label, "method": name, "joints": len(preds[name]), "seconds": seconds,
+                         **skeleton_metrics(preds[name], asset.skeleton, asset.mesh, asset.skin)})
+        learned_row = rows[-len(methods)]
+        learned_row["problems"] = skeleton_problems(preds["learned"], asset.mesh, model.tok.max_joints, reference=preds.get("geometric"))
+        if geometric:  # what `auto` (rigging.skeleton.auto) picks: learned unless its checks fail
+            picked = rows[-1] if learned_row["problems"] else learned_row
+            rows.append(picked | {"method": "auto", "picked": picked["method"],
+                                  "seconds": rows[-1]["seconds"] + learned_row["seconds"]})
+        for row in rows[-len(methods) - geometric:]:
+            _log_row(log, row)
     mean = {m: {k: float(np.mean([r[k] for r in rows if r["method"] == m])) for k in ("cd_j2j", "cd_j2b", "cd_b2b", "seconds")}
-            for m in methods}
+            for m in dict.fromkeys(r["method"] for r in rows)}
     for m, v in mean.items():
         log(f"mean {m:9s} J2J {v['cd_j2j']:.2f}  J2B {v['cd_j2b']:.2f}  B2B {v['cd_b2b']:.2f}  ({v['seconds']:.2f} s per rig)")
     return {"rows": rows, "mean": mean}
+
+
+def _log_row(log, row: dict) -> None:
+    log(f"{row['rig']:45s} {row['method']:9s} {row['joints']:3d} joints {row['seconds']:5.2f} s  "
+        f"J2J {row['cd_j2j']:6.2f}  J2B {row['cd_j2b']:6.2f}  B2B {row['cd_b2b']:6.2f}"
+        + (f"  -> {row['picked']}" if "picked" in row else "")
+        + (f"  problems: {'; '.join(row['problems'])}" if row.get("problems") and "picked" not in row else ""))
 
 
 def main(argv=None) -> None:
@@ -265,7 +301,7 @@ def main(argv=None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("evaluate", help="CD-J2J/J2B/B2B x100 on the 11 dev rigs")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
-    p.add_argument("--geometric", action="store_true", help="also measure the geometric skeleton")
+    p.add_argument("--geometric", action="store_true", help="also measure the geometric skeleton and auto's pick")
     p.add_argument("--procedural-seed", type=int, default=None,
                    help="evaluate on one procedural creature per kind made with this seed instead of the dev rigs")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")

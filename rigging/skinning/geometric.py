@@ -1,19 +1,23 @@
 """Skin weights by heat diffusion from the bones over the surface (Baran & Popovic 2007), made
 robust to the meshes users have.
 
-Each vertex is attached to its nearest *visible* bone with a stiffness ``1 / d^2`` and the
-attachments diffuse over the surface: solve ``(L + M H) w_j = M H p_j`` per joint, with ``L``
-and ``M`` the intrinsic-Delaunay Laplacian and mass matrix of robust-laplacian (which copes with
-non-manifold edges and degenerate triangles). Where Blender's bone heat fails ("failed to find
-solution for one or more bones") is visibility by ray casting against a messy mesh; ours needs no
-ray casting:
+Each deforming joint has one bone segment, as an artist's bone (:func:`_bones`). Each vertex is
+attached to its nearest *visible* bone with a stiffness ``HEAT / d^2`` and the attachments
+diffuse over the surface: solve ``(L + M H) w_j = M H p_j`` per joint, with ``L`` and ``M`` the
+intrinsic-Delaunay Laplacian and mass matrix of robust-laplacian (which copes with non-manifold
+edges and degenerate triangles). As in Blender's bone heat, the distance to a bone is stretched
+as it leaves the inward normal, a vertex whose nearest bone is hidden is left free for the
+diffusion, and weights under a few percent are pruned. Where Blender's bone heat fails ("failed
+to find solution for one or more bones") is visibility by ray casting against a messy mesh; ours
+needs no ray casting:
 
 * a bone is visible from a vertex when it lies behind the vertex's surface (against its normal)
   and the straight line to it stays inside the shape's voxelised volume
   (:mod:`rigging.skeleton.volume`), so a vertex on the inner thigh never sees the other leg's
   bone, even where the legs touch;
-* a vertex that sees no bone attaches to the nearest one, so no vertex is left unweighted and
-  no part of the system is singular;
+* a part (connected component) in which no vertex sees its nearest bone attaches every vertex
+  to its nearest visible bone, or the nearest bone, so no vertex is left unweighted and no part
+  of the system is singular;
 * diffusion runs on the surface's own connectivity, so weight never jumps across a gap between
   separate parts or touching limbs.
 
@@ -38,14 +42,22 @@ ANALYSIS_FACES = 20000  # meshes above this are decimated for the analysis
 VISIBILITY_RESOLUTION = 64  # voxels along the longest side for the line-of-sight test
 CANDIDATES = 6  # nearest bones tried for visibility, per vertex
 TIE = 1e-3  # bones within this relative distance of the nearest visible one share the vertex
+# Attachment stiffness is HEAT / d^2 against robust-laplacian's weak cotan Laplacian and lumped
+# mass: Blender's bone heat scales its Laplacian rows by 1 / (4 x vertex area), i.e. a heat of 4
+# in these units. Weaker heat spreads each vertex over more joints (precision drops), stronger
+# makes joints hard.
+HEAT = 4.0
+# Weights below WEIGHT_CUT are dropped and those up to WEIGHT_FULL ramp from 0 (Blender's limit
+# too): the heat's long thin tails are what made our weights diffuse.
+WEIGHT_CUT, WEIGHT_FULL = 0.025, 0.05
 
 
 def geometric_skin(mesh: Mesh, skeleton: Skeleton, k: int = 4, analysis_faces: int = ANALYSIS_FACES) -> Skin:
     """Skin weights for ``mesh`` on ``skeleton``: top-``k`` influences per vertex, summing to 1.
 
     mesh: any :class:`Mesh` (open, multi-part, non-manifold, or a point cloud). skeleton: in the
-    mesh's frame; joints with ``helper`` True get no weight. A deforming joint's bones are the
-    segments to its children (a point if it has none). analysis_faces: decimate above this.
+    mesh's frame; joints with ``helper`` True get no weight. Each deforming joint has one bone
+    segment (see :func:`_bones`). analysis_faces: decimate above this.
     Returns a :class:`Skin` with one row per original vertex.
     """
     if not len(mesh.vertices):
@@ -53,7 +65,7 @@ def geometric_skin(mesh: Mesh, skeleton: Skeleton, k: int = 4, analysis_faces: i
     deforming = np.flatnonzero(~skeleton.helper)
     if not len(deforming):
         raise Mesh3DError("every joint of the skeleton is a helper: no joint can carry skin weight")
-    seg_a, seg_b, owner = _bones(skeleton, deforming)
+    seg_a, seg_b = _bones(skeleton, deforming, max(float(np.linalg.norm(np.ptp(mesh.vertices, axis=0))), 1e-12))
 
     vertices, faces, inverse = _merge_vertices(mesh.vertices, mesh.faces)
     full_vertices, full_faces = vertices, faces
@@ -61,26 +73,63 @@ def geometric_skin(mesh: Mesh, skeleton: Skeleton, k: int = 4, analysis_faces: i
         vertices, faces = _decimate(vertices, faces, analysis_faces)
     normals = _vertex_normals(vertices, faces)
     vol = voxelise(vertices, faces, VISIBILITY_RESOLUTION)
-    stiffness, target = _attachments(vertices, normals, vol, seg_a, seg_b, owner, len(deforming))
+    stiffness, target, direct = _attachments(vertices, normals, vol, seg_a, seg_b)
+    if len(faces):
+        # A vertex whose nearest bone is hidden is left to the diffusion (Blender does the same),
+        # unless no vertex of its part sees its nearest bone: then the part keeps every fallback
+        # attachment, so it is never singular (where Blender's bone heat fails).
+        part = _components(len(vertices), faces)
+        seen = np.bincount(part, weights=direct, minlength=part.max() + 1) > 0
+        stiffness = np.where(direct | ~seen[part], stiffness, 0.0)
     weights = _diffuse(vertices, faces, stiffness, target)
 
     if vertices is not full_vertices:
         weights = _transfer(vertices, faces, normals, weights, full_vertices, full_faces)
+    weights = _prune(weights)
     dense = np.zeros((len(mesh.vertices), len(skeleton)))
     dense[:, deforming] = weights[inverse]
     return Skin.from_dense(dense, k)
 
 
-def _bones(skeleton: Skeleton, deforming: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Segments (S, 3) start and end and their owner (S,), an index into ``deforming``."""
-    seg_a, seg_b, owner = [], [], []
-    for slot, j in enumerate(deforming):
-        kids = skeleton.children(int(j)) or [int(j)]  # a childless joint is a point bone
-        for c in kids:
-            seg_a.append(skeleton.joints[j])
-            seg_b.append(skeleton.joints[c])
-            owner.append(slot)
-    return np.array(seg_a), np.array(seg_b), np.array(owner)
+def _bones(skeleton: Skeleton, deforming: np.ndarray, diag: float) -> tuple[np.ndarray, np.ndarray]:
+    """One segment per deforming joint: start (J', 3), end (J', 3), as an artist's bone.
+
+    A joint with one child points at it. A branching joint (a chest, a hand) points along its
+    bind frame's +Y axis (glTF's and Blender's bone axis) or, if the skeleton carries no bind
+    orientation, towards the mean of its children, and is as long as its nearest child is far:
+    segments to every child would own the start of each limb (the shoulders, the fingers' roots).
+    A leaf (a head, a foot) continues along its +Y axis (or its parent's direction) for its
+    parent bone's length, so it owns the part beyond its joint. A zero-length bone (two joints
+    on one spot) takes the skeleton's mean bone length along its axis, or stays a point.
+    diag: the mesh's bbox diagonal, the length of last resort.
+    """
+    joints, parents = skeleton.joints, skeleton.parents
+    frames = skeleton.frames
+    oriented = frames is not None and bool((np.abs(frames - np.eye(3)).max((1, 2)) > 1e-3).any())
+    lengths = np.linalg.norm(joints[1:] - joints[parents[1:]], axis=1) if len(joints) > 1 else np.zeros(0)
+    tiny = 1e-6 * diag
+    typical = float(lengths[lengths > tiny].mean()) if (lengths > tiny).any() else 0.1 * diag
+    seg_a, seg_b = [], []
+    for j in deforming:
+        kids = skeleton.children(int(j))
+        offsets = joints[kids] - joints[j]
+        if len(kids) == 1:
+            direction, length = offsets[0], float(np.linalg.norm(offsets[0]))
+        elif len(kids) > 1:
+            length = float(np.linalg.norm(offsets, axis=1).min())
+            direction = frames[j][:, 1] if oriented else offsets.mean(0)
+        elif parents[j] >= 0:
+            direction = joints[j] - joints[parents[j]]
+            length = float(np.linalg.norm(direction))
+            direction = frames[j][:, 1] if oriented else direction
+        else:
+            direction, length = np.zeros(3), 0.0
+        if length <= tiny and oriented:
+            direction, length = frames[j][:, 1], typical
+        norm = float(np.linalg.norm(direction))
+        seg_a.append(joints[j])
+        seg_b.append(joints[j] + (direction / norm * length if norm > tiny and length > tiny else 0.0))
+    return np.array(seg_a), np.array(seg_b)
 
 
 def _merge_vertices(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -125,64 +174,61 @@ def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.where(norm > 1e-12, normals / np.maximum(norm, 1e-300), 0.0)
 
 
-def _closest_on_segments(points: np.ndarray, seg_a: np.ndarray, seg_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, S, 3) closest point of every segment to every point, and (N, S) bool: it is the
-    segment's far end (the point lies beyond the child joint)."""
+def _closest_on_segments(points: np.ndarray, seg_a: np.ndarray, seg_b: np.ndarray) -> np.ndarray:
+    """(N, S, 3) closest point of every segment (S, 3) to every point (N, 3)."""
     ab = seg_b - seg_a
     den = (ab * ab).sum(1)
     t = np.einsum("nsd,sd->ns", points[:, None] - seg_a[None], ab) / np.maximum(den, 1e-300)
-    beyond = (t >= 1) & (den > 0)
-    return seg_a[None] + np.clip(t, 0, 1)[..., None] * ab[None], beyond
+    return seg_a[None] + np.clip(t, 0, 1)[..., None] * ab[None]
 
 
 def _attachments(
-    vertices: np.ndarray,
-    normals: np.ndarray,
-    vol: Volume,
-    seg_a: np.ndarray,
-    seg_b: np.ndarray,
-    owner: np.ndarray,
-    num_joints: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Heat stiffness H (V,) and target p (V, J): the nearest visible bone of each vertex.
+    vertices: np.ndarray, normals: np.ndarray, vol: Volume, seg_a: np.ndarray, seg_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Heat stiffness H (V,), target p (V, J) and direct (V,) bool, for bones j = segment j.
 
-    Visible: the bone's closest point is behind the surface (within ~80 degrees of the inward
-    normal, or any direction where the normal is undefined) and the line to it stays inside the
-    volume. Without a visible bone, the nearest bone.
+    A bone's distance from a vertex grows as it leaves the inward normal (as in Blender's bone
+    heat, ``d / ((cos + 1.001) / 2)``: doubled at 90 degrees), so a vertex on the chin prefers the
+    head under it to the neck beside it. Visible: the bone's closest point is behind the surface
+    (within ~80 degrees of the inward normal, or any direction where the normal is undefined)
+    and the line to it stays inside the volume. Each vertex is attached to the nearest visible
+    bone (bones within ``TIE`` share it), or the nearest bone if none is visible; ``direct``
+    says the nearest bone itself is visible.
     """
     n, s = len(vertices), len(seg_a)
     stiffness = np.zeros(n)
-    target = np.zeros((n, num_joints))
+    target = np.zeros((n, s))
+    direct = np.zeros(n, bool)
     diag = max(float(np.linalg.norm(np.ptp(vertices, axis=0))), 1e-12)
     chunk = max(1, 200_000 // max(s, 1))
     line_t = np.linspace(0.2, 1.0, 8)
     for start in range(0, n, chunk):
         v = vertices[start : start + chunk]
         nrm = normals[start : start + chunk]
-        closest, beyond = _closest_on_segments(v, seg_a, seg_b)  # (c, S, 3)
-        offset = closest - v[:, None]
-        # Past a bone's end the child joint's own bones take over (a hair's breadth closer), as in
-        # an artist's rig where the foot, not the shin, holds the toes.
-        dist = np.linalg.norm(offset, axis=2) + beyond * (1e-4 * diag)  # (c, S)
+        offset = _closest_on_segments(v, seg_a, seg_b) - v[:, None]  # (c, S, 3)
+        length = np.linalg.norm(offset, axis=2)
+        cos = -(offset * nrm[:, None]).sum(2) / np.maximum(length, 1e-12)  # 0 where no normal
+        dist = length / (0.5 * (cos + 1.001))
         order = np.argsort(dist, axis=1)[:, : min(CANDIDATES, s)]
         rows = np.arange(len(v))[:, None]
         cand_off = offset[rows, order]  # (c, C, 3)
         cand_d = dist[rows, order]
-        facing = (cand_off * nrm[:, None]).sum(2) <= 0.17 * cand_d  # behind the surface
+        facing = cos[rows, order] >= -0.17  # behind the surface
         line = v[:, None, None] + line_t[None, None, :, None] * cand_off[:, :, None]  # (c, C, 8, 3)
-        inside = vol.inside(line).all(2)
-        visible = facing & inside
+        visible = facing & vol.inside(line).all(2)
+        tie = cand_d <= cand_d[:, :1] * (1 + TIE) + 1e-9 * diag
+        direct[start : start + chunk] = (visible & tie).any(1)
         visible[~visible.any(1), 0] = True  # nobody visible: the nearest bone
         d_vis = np.where(visible, cand_d, np.inf)
         best = d_vis.min(1, keepdims=True)
         share = visible & (d_vis <= best * (1 + TIE) + 1e-9 * diag)
-        p = np.zeros((len(v), num_joints))
-        np.add.at(p, (np.broadcast_to(rows, order.shape)[share], owner[order][share]), 1.0)
+        p = np.zeros((len(v), s))
+        np.add.at(p, (np.broadcast_to(rows, order.shape)[share], order[share]), 1.0)
         target[start : start + chunk] = p / p.sum(1, keepdims=True)
-        # Stiffness 1/d^2 (the mass matrix carries the area, so M H is scale-free); a vertex on a
-        # bone gets a large finite value.
-        stiffness[start : start + chunk] = 1.0 / np.maximum(best[:, 0], 1e-4 * diag) ** 2
-    return stiffness, target
+        # The mass matrix carries the area, so M H is scale-free; a vertex on a bone gets a large
+        # finite value.
+        stiffness[start : start + chunk] = HEAT / np.maximum(best[:, 0], 1e-4 * diag) ** 2
+    return stiffness, target, direct
 
 
 def _diffuse(vertices: np.ndarray, faces: np.ndarray, stiffness: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -203,6 +249,16 @@ def _diffuse(vertices: np.ndarray, faces: np.ndarray, stiffness: np.ndarray, tar
     weights = np.nan_to_num(weights).clip(0, 1)
     total = weights.sum(1, keepdims=True)
     return np.where(total > 1e-8, weights / np.maximum(total, 1e-300), target)
+
+
+def _prune(weights: np.ndarray) -> np.ndarray:
+    """(V, J) weights without the heat's thin tails: below ``WEIGHT_CUT`` dropped, up to
+    ``WEIGHT_FULL`` ramped from 0, rows renormalised. A row left empty keeps its largest weight."""
+    ramp = (weights - WEIGHT_CUT) / (WEIGHT_FULL - WEIGHT_CUT) * WEIGHT_FULL
+    kept = np.where(weights < WEIGHT_CUT, 0.0, np.where(weights < WEIGHT_FULL, ramp, weights))
+    empty = np.flatnonzero(kept.sum(1) <= 0)
+    kept[empty, weights[empty].argmax(1)] = 1.0
+    return kept / kept.sum(1, keepdims=True)
 
 
 def _components(num_vertices: int, faces: np.ndarray) -> np.ndarray:
