@@ -176,24 +176,20 @@ def rig_asset(asset: Asset, skeleton: str = "auto", skin: str = "auto", report: 
 
 
 def _skin(mesh, skeleton, method: str):
-    """(Skin, the method that made it: learned | geometric, a note for the user: why auto fell back
-    to geometric, else ""). ``auto`` takes the learned weights unless they fail their checks
-    (rigging.skinning.learned.skin_problems)."""
+    """(Skin, the method that made it: learned | geometric, a note for the user, else "").
+
+    ``auto`` is the geometric weights: on the dev rigs they are closer to the artists' than the
+    learned model's (rigging/weights/SKIN_MODEL_CARD.md). ``learned`` notes any problem its
+    weights have (rigging.skinning.learned.skin_problems).
+    """
     from rigging.skinning.geometric import geometric_skin
     from rigging.skinning.learned import learned_skin, skin_problems
 
-    if method == "geometric":
+    if method in ("auto", "geometric"):
         return geometric_skin(mesh, skeleton), "geometric", ""
-    if method == "learned":
-        return learned_skin(mesh, skeleton), "learned", ""
-    try:
-        weights = learned_skin(mesh, skeleton)
-        problems = skin_problems(weights, skeleton)
-    except Mesh3DError as e:
-        problems = [str(e)]
-    if not problems:
-        return weights, "learned", ""
-    return geometric_skin(mesh, skeleton), "geometric", "auto skin: used the geometric weights because the learned ones failed: " + "; ".join(problems)
+    weights = learned_skin(mesh, skeleton)
+    problems = skin_problems(weights, skeleton)
+    return weights, "learned", ("learned skin: " + "; ".join(problems)) if problems else ""
 
 
 def _count(report: Report, asset: Asset) -> None:

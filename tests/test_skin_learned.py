@@ -131,3 +131,14 @@ def test_shipped_model_on_an_unseen_creature():
     pred, gt = skin.dense(len(creature.skeleton)), creature.skin.dense(len(creature.skeleton))
     precision, recall = skin_precision_recall(pred, gt)
     assert skin_l1(pred, gt) < 0.5 and precision > 0.7 and recall > 0.7
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped skin weights (rigging/weights/skin.safetensors)")
+def test_rig_asset_with_learned_skin():
+    from app.pipeline import Report, rig_asset
+
+    creature = make_creature("bird", 1000)
+    report = Report("", "")
+    rigged = rig_asset(creature, skeleton="geometric", skin="learned", report=report)
+    assert report.skin_method == "learned" and not report.warnings
+    assert rigged.skin.dense(len(rigged.skeleton)).sum(1) == pytest.approx(1.0)

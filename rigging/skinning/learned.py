@@ -21,8 +21,8 @@ Model (`SkinNet`, Puppeteer class, for any number of joints):
 Inference (`learned_skin`): the joints see `n_points` surface samples; then every vertex of the
 mesh is a query that attends to the joints layer by layer (`SkinNet.decode`), so each vertex gets
 its own prediction; the weights are smoothed over the mesh, cut to the top 4, small influences
-dropped and renormalised. `skin_problems` lists reasons not to trust a result (`--skin auto`
-falls back to the geometric weights on any).
+dropped and renormalised. `skin_problems` lists reasons not to trust a result (`mesh3d rig
+--skin learned` reports them as warnings).
 
 Training is a `Task` for the shared trainer (`SkinTask`, data from data_prep.skin_data):
 
