@@ -115,7 +115,7 @@ def _cmd_validate(args) -> int:
 
 # Models `mesh3d train NAME CONFIG` knows: NAME -> the Task class its config must name.
 TRAIN_TASKS = {"skeleton": "rigging.skeleton.learned:SkeletonTask", "shape": "mesh3d.shape.model:ShapeTask",
-               "mesh": "mesh3d.remesh:MeshTask"}
+               "mesh": "mesh3d.remesh:MeshTask", "skin": "rigging.skinning.learned:SkinTask"}
 
 
 def _cmd_train(args) -> int:

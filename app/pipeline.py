@@ -16,10 +16,10 @@ from mesh3d.asset import Asset
 from mesh3d.errors import Mesh3DError
 from mesh3d.io import load, save
 from rigging.skeleton.auto import METHODS as SKELETON_METHODS  # or a skeleton JSON file (see rig)
+from rigging.skinning.auto import METHODS as SKIN_METHODS
 
 Progress = Callable[[str, float], None]
 
-SKIN_METHODS = ("auto", "geometric", "learned")
 
 
 @dataclass
@@ -161,19 +161,18 @@ def rig_asset(asset: Asset, skeleton: str = "auto", skin: str = "auto", report: 
     from dataclasses import replace
 
     from rigging.skeleton.auto import make_skeleton
-    from rigging.skinning.geometric import geometric_skin
+    from rigging.skinning.auto import make_skin
 
     report = report if report is not None else Report("", "")
     run = stages.run if stages else (lambda _name, fn, *a, **k: fn(*a, **k))
     if skin not in SKIN_METHODS:
         raise Mesh3DError(f"unknown skin method {skin!r}; use one of {', '.join(SKIN_METHODS)}")
-    if skin == "learned":
-        raise Mesh3DError("the learned skinning model is not available in this version yet: use --skin auto or geometric")
     sk, report.skeleton_method, note = run("skeleton", make_skeleton, asset.mesh, skeleton)
     if note:
         report.warnings.append(note)
-    weights = run("skin", geometric_skin, asset.mesh, sk)
-    report.skin_method = "geometric"
+    weights, report.skin_method, note = run("skin", make_skin, asset.mesh, sk, skin)
+    if note:
+        report.warnings.append(note)
     return replace(asset, skeleton=sk, skin=weights, animations=[])
 
 

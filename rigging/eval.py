@@ -36,7 +36,7 @@ MERGE_DISTANCE = 0.0025
 INFLUENCE = 1e-4
 # Frames sampled per clip for the deformation error (evenly spread, ends included).
 POSE_FRAMES = 4
-SKIN_METHODS = ("geometric", "blender")
+SKIN_METHODS = ("geometric", "blender", "learned")
 SKELETON_METHODS = ("geometric", "learned", "auto")  # rigging.skeleton.auto.make_skeleton
 
 
@@ -175,7 +175,8 @@ def deformation_error(asset: Asset, pred: np.ndarray, frames_per_clip: int = POS
 
 def predict_skin(asset: Asset, method: str) -> np.ndarray:
     """Dense (V, J) weights for the asset's mesh on its own skeleton by ``method``
-    (``geometric``: ours; ``blender``: Blender's bone heat, rows of 0 where it failed)."""
+    (``geometric``: ours; ``blender``: Blender's bone heat, rows of 0 where it failed; ``learned``:
+    rigging.skinning.learned with the shipped weights)."""
     if method == "geometric":
         from rigging.skinning.geometric import geometric_skin
 
@@ -184,6 +185,10 @@ def predict_skin(asset: Asset, method: str) -> np.ndarray:
         from mesh3d.io.blender import bone_heat_with_blender
 
         return bone_heat_with_blender(asset.mesh, asset.skeleton, asset.skin)
+    if method == "learned":
+        from rigging.skinning.learned import learned_skin
+
+        return learned_skin(asset.mesh, asset.skeleton).dense(len(asset.skeleton))
     raise Mesh3DError(f"unknown skinning method {method!r}; use one of {', '.join(SKIN_METHODS)}")
 
 

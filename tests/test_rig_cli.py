@@ -62,7 +62,6 @@ def test_rig_errors_are_clear(tmp_path):
     (tmp_path / "cycle.json").write_text(json.dumps({"joints": [[0, 0, 0], [0, 1, 0]], "parents": [1, 0]}))
     assert_clean_failure(run_cli("rig", tmp_path / "f.glb", "-o", tmp_path / "o.glb", "--skeleton", tmp_path / "cycle.json"), "tree")
     assert_clean_failure(run_cli("rig", tmp_path / "f.glb", "-o", tmp_path / "o.glb", "--format", "fbx"), "--format")
-    assert_clean_failure(run_cli("rig", tmp_path / "f.glb", "-o", tmp_path / "o.glb", "--skin", "learned"), "not available")
     assert_clean_failure(run_cli("rig", tmp_path / "f.glb", "-o", tmp_path / "o.glb", "--motion", "moonwalk"), "moonwalk")
     assert not (tmp_path / "o.glb").exists()
 

@@ -1,0 +1,202 @@
+"""Training data of the learned skinning model: posed, augmented shapes with their skeletons and weights.
+
+Sources:
+* the shared rigs' TRAIN split (data_prep.corpus; loaded by mesh3d.io.load, which takes the bind
+  pose from the inverse bind matrices and repairs NaN weights). The dev split is never written;
+* pose augmentation from each rig's own animations: random (clip, frame) pairs posed by forward
+  kinematics and linear blend skinning, joints moved with their frames, the same weights. Rigs
+  without clips (the modular characters) get random poses (every joint turned about a random axis
+  by up to `max_angle`);
+* procedural creatures (data_prep.procedural.make_creature) with random poses likewise.
+
+Every example is rotated about the up axis (Y), scaled per axis, normalised (bounding box centred,
+longest side 1, as at inference) and sampled: `n_points` surface points with smooth normals
+(rigging.skinning.learned.surface_points) and the ground-truth weights interpolated to each
+point from its triangle's vertices (top-4, renormalised), points jittered.
+
+Shards are safetensors files (no pickle), one per source asset, plus index.json; the same options
+give byte-identical shards. Rebuild with:
+
+    python -m data_prep.skin_data --out runs/skin_data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from data_prep.corpus import records
+from data_prep.procedural import CREATURE_KINDS, make_creature
+from data_prep.skeleton_data import random_poses
+from mesh3d.asset import Asset, forward_kinematics
+from mesh3d.errors import Mesh3DError
+from mesh3d.geometry.normalize import normalize_unit_cube
+from rigging.skinning.geometric import _vertex_normals
+from rigging.skinning.learned import surface_points
+
+K = 4  # influences kept per point
+
+
+@dataclass
+class DataConfig:
+    poses_per_rig: int = 16  # examples per training rig: the bind pose, then animation frames / random poses
+    procedural_per_kind: int = 12  # procedural creatures per kind
+    procedural_poses: int = 4  # examples per procedural creature
+    max_angle: float = 0.4  # radians: random poses of rigs without clips and of creatures, per joint
+    n_points: int = 2048  # surface points stored per example (training uses a subset)
+    n_queries: int = 1024  # mesh vertices stored per example, where the loss is measured as at inference
+    max_yaw_degrees: float = 45.0  # rotation about Y drawn from [-max, max]
+    scale_range: float = 0.15  # per-axis scale drawn from [1 - r, 1 + r]
+    jitter: float = 0.002  # std of Gaussian noise on the points, in normalised units
+    seed: int = 0
+
+
+def top_k(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, K) int16 indices and float32 weights of the K largest entries of each row of dense (n, J),
+    renormalised (rows of zeros stay zero: no target there). Fewer than K joints: padded with weight 0."""
+    dense = np.pad(dense, ((0, 0), (0, max(0, K - dense.shape[1]))))
+    index = np.argsort(-dense, axis=1, kind="stable")[:, :K]
+    weight = np.take_along_axis(dense, index, 1)
+    total = weight.sum(1, keepdims=True)
+    weight = np.where(total > 1e-8, weight / np.maximum(total, 1e-12), 0.0)
+    return np.where(weight > 0, index, 0).astype(np.int16), weight.astype(np.float32)
+
+
+def skin_example(vertices: np.ndarray, faces: np.ndarray, dense: np.ndarray, joints: np.ndarray, rng: np.random.Generator,
+                 n_points: int, n_queries: int, yaw_degrees: float = 0.0, scale=(1.0, 1.0, 1.0), jitter: float = 0.0) -> dict:
+    """One normalised example.
+
+    vertices (V, 3) and joints (J, 3) of a posed asset, faces (F, 3), dense (V, J) weights.
+    Returns points (n_points, 6) float32 surface samples (xyz + unit normal) with point_index /
+    point_weight (n_points, K) the weights interpolated from their triangle's vertices; queries
+    (n_queries, 6) randomly chosen mesh vertices (with their normals; repeated when the mesh has
+    fewer) with query_index / query_weight their own weights (what inference predicts), and joints
+    (J, 3) float32. All in the frame where the mesh's bounding box is centred with longest side 1,
+    after rotating by `yaw_degrees` about Y and scaling each axis by `scale`. Rows without weight are 0.
+    """
+    a = np.radians(yaw_degrees)
+    rot = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
+    m = np.diag(np.asarray(scale, dtype=np.float64)) @ rot
+    normalised, center, size = normalize_unit_cube(vertices @ m.T)
+    points, normals, face, bary = surface_points(normalised, faces, n_points, rng)
+    if jitter:
+        points = points + rng.normal(0.0, jitter, points.shape)
+    point_index, point_weight = top_k(np.einsum("nc,ncj->nj", bary, dense[faces[face]]))
+    used = np.unique(faces)  # vertices in no face have no normal and no surface to sample
+    chosen = rng.choice(used, n_queries, replace=len(used) < n_queries)
+    queries = np.concatenate([normalised[chosen], _vertex_normals(normalised, faces)[chosen]], 1)
+    query_index, query_weight = top_k(dense[chosen])
+    return {"points": np.concatenate([points, normals], 1).astype(np.float32), "point_index": point_index, "point_weight": point_weight,
+            "queries": queries.astype(np.float32), "query_index": query_index, "query_weight": query_weight,
+            "joints": ((joints @ m.T - center) / size).astype(np.float32)}
+
+
+def posed_examples(asset: Asset, n_poses: int, cfg: DataConfig, rng: np.random.Generator) -> list[dict]:
+    """Examples of the bind pose and n_poses - 1 poses: frames of the asset's clips, or random poses without clips.
+
+    The first example is never rotated or scaled, so each asset is also seen as the artist made it.
+    """
+    sk, dense = asset.skeleton, asset.skin.dense(len(asset.skeleton))
+    clips = asset.animations or random_poses(sk, max(n_poses - 1, 1), cfg.max_angle, rng)
+    out = []
+    for i in range(n_poses):
+        vertices, joints = asset.mesh.vertices, sk.joints
+        if i > 0:
+            anim = clips[rng.integers(len(clips))]
+            frame = int(rng.integers(anim.num_frames))
+            vertices = asset.posed_vertices(anim, [frame])[0]
+            world = forward_kinematics(sk.parents, anim.translations[[frame]], anim.rotations[[frame]], anim.scales[[frame]])
+            joints = np.asarray(world)[0, :, :3, 3]
+        yaw = 0.0 if i == 0 else rng.uniform(-cfg.max_yaw_degrees, cfg.max_yaw_degrees)
+        scale = np.ones(3) if i == 0 else rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range, 3)
+        out.append(skin_example(vertices, asset.mesh.faces, dense, joints, rng, cfg.n_points, cfg.n_queries, yaw, scale, cfg.jitter if i else 0.0))
+    return out
+
+
+def write_shard(path: Path, examples: list[dict], parents: np.ndarray, helper: np.ndarray, metadata: dict) -> None:
+    """Examples of one asset (same skeleton) stacked into one safetensors file."""
+    tensors = {
+        "points": torch.from_numpy(np.stack([e["points"] for e in examples])).to(torch.float16),
+        **{key: torch.from_numpy(np.stack([e[key] for e in examples])) for key in ("point_index", "query_index")},
+        **{key: torch.from_numpy(np.stack([e[key] for e in examples])).to(torch.float16) for key in ("queries", "point_weight", "query_weight")},
+        "joints": torch.from_numpy(np.stack([e["joints"] for e in examples])),
+        "parents": torch.from_numpy(np.asarray(parents, np.int64)),
+        "helper": torch.from_numpy(np.asarray(helper, np.uint8)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"mesh3d": json.dumps(metadata)})
+
+
+def read_shards(folder) -> list[dict]:
+    """Training examples: dicts with points (N, 6), point_index (N, K) long, point_weight (N, K),
+    queries (M, 6), query_index (M, K) long, query_weight (M, K), joints (J, 3) float32,
+    parents (J,) long, helper (J,) bool, and source."""
+    folder = Path(folder)
+    index_path = folder / "index.json"
+    if not index_path.is_file():
+        raise Mesh3DError(f"no skinning data in {folder}: build it with `python -m data_prep.skin_data --out {folder}`")
+    out = []
+    for shard in json.loads(index_path.read_text())["shards"]:
+        t = load_file(str(folder / shard["file"]))
+        for e in range(len(t["points"])):
+            example = {key: t[key][e].float() for key in ("points", "queries", "point_weight", "query_weight", "joints")}
+            example.update(point_index=t["point_index"][e].long(), query_index=t["query_index"][e].long(),
+                           parents=t["parents"], helper=t["helper"].bool(), source=shard["source"])
+            out.append(example)
+    if not out:
+        raise Mesh3DError(f"{folder}: index.json lists no examples")
+    return out
+
+
+def build(out: Path, cfg: DataConfig, rigs: list | None = None, log=print) -> dict:
+    """Write the training shards and index.json into `out`; returns the index.
+
+    rigs: corpus Records to use (default: every rig record of the TRAIN split; never dev).
+    """
+    from mesh3d.io import load
+
+    out = Path(out)
+    shards = []
+    rigs = rigs if rigs is not None else records(kind="rig", split="train")
+
+    def add(source, asset, examples):
+        name = f"train/{len(shards):04d}.safetensors"
+        write_shard(out / name, examples, asset.skeleton.parents, asset.skeleton.helper, {"source": source})
+        shards.append({"file": name, "source": source, "examples": len(examples), "joints": len(asset.skeleton)})
+
+    for i, rec in enumerate(rigs):
+        asset = load(rec.path)
+        if asset.skeleton is None or asset.skin is None or len(asset.skeleton) < 2:
+            log(f"skip {rec.file}: no skeleton with at least 2 joints and skin")
+            continue
+        add(rec.file, asset, posed_examples(asset, cfg.poses_per_rig, cfg, np.random.default_rng([cfg.seed, 0, i])))
+        log(f"{rec.file}: {cfg.poses_per_rig} examples, {len(asset.skeleton)} joints")
+    for k, kind in enumerate(CREATURE_KINDS):
+        for s in range(cfg.procedural_per_kind):
+            asset = make_creature(kind, s)
+            add(f"procedural/{kind}/{s}", asset, posed_examples(asset, cfg.procedural_poses, cfg, np.random.default_rng([cfg.seed, 2, k, s])))
+    log(f"procedural: {cfg.procedural_per_kind} creatures x {len(CREATURE_KINDS)} kinds, {cfg.procedural_poses} examples each")
+    index = {"config": asdict(cfg), "shards": shards}
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    return index
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Build the skinning model's training shards (train split + augmentation).")
+    parser.add_argument("--out", default="runs/skin_data", help="output folder (default runs/skin_data)")
+    for name, default in asdict(DataConfig()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    args = vars(parser.parse_args(argv))
+    out = Path(args.pop("out"))
+    index = build(out, DataConfig(**args))
+    print(f"wrote {out}: {sum(s['examples'] for s in index['shards'])} train examples in {len(index['shards'])} shards")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The learned skinning model: equivariance in the joints, any joint count, valid weights, training."""
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep.procedural import make_creature
+from mesh3d.asset import Mesh, Skeleton, Skin
+from rigging.skinning.learned import (DEFAULT_WEIGHTS, build_model, collate, hop_buckets, learned_skin, prepare,
+                                      skin_problems, soft_cross_entropy)
+
+TINY = dict(n_embd=32, n_head=2, n_layer=2, n_latents=4, n_freqs=3, pair_hidden=8)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return build_model(TINY).eval()
+
+
+def random_tree(n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n,) parents of a random tree in topological order (joint 0 the root)."""
+    return np.array([-1] + [int(rng.integers(j)) for j in range(1, n)])
+
+
+def test_hop_buckets_on_a_small_tree():
+    # 0 - 1 - 2, and 0 - 3
+    b = hop_buckets(np.array([-1, 0, 1, 0]))
+    hops, relation = b % 16, b // 16
+    assert hops[2, 3] == 3 and relation[2, 3] == 0  # cousins, through the root
+    assert hops[2, 0] == 2 and relation[2, 0] == 1  # 0 is an ancestor of 2
+    assert hops[0, 2] == 2 and relation[0, 2] == 2  # 2 is a descendant of 0
+    assert (np.diag(b) == 0).all()
+
+
+def test_permuting_joints_permutes_the_outputs():
+    rng = np.random.default_rng(0)
+    j, n = 12, 300
+    parents = random_tree(j, rng)
+    joints = rng.uniform(-0.4, 0.4, (j, 3))
+    helper = np.zeros(j, bool)
+    helper[5] = True
+    normals = rng.normal(size=(n, 3))
+    points = np.concatenate([rng.uniform(-0.5, 0.5, (n, 3)), normals / np.linalg.norm(normals, axis=1, keepdims=True)], 1)
+    perm = rng.permutation(j)  # any order, parents need not come first
+    inverse = np.argsort(perm)
+    parents_p = np.where(parents[perm] >= 0, inverse[np.maximum(parents[perm], 0)], -1)
+    model = tiny_model()
+    with torch.no_grad():
+        a = model.encode(prepare(points, joints, parents, helper))["logits"][0].softmax(-1).numpy()
+        b = model.encode(prepare(points, joints[perm], parents_p, helper[perm]))["logits"][0].softmax(-1).numpy()
+    np.testing.assert_allclose(b, a[:, perm], atol=1e-5)
+    assert np.abs(a[:, 5]).max() < 1e-6  # the helper takes nothing
+
+
+def test_learned_skin_is_independent_of_joint_order():
+    creature = make_creature("quadruped", 3)
+    sk = creature.skeleton
+    # Another topological order: reverse the order of the joints at every depth.
+    depth = np.zeros(len(sk), int)
+    for j, p in enumerate(sk.parents):
+        depth[j] = depth[p] + 1 if p >= 0 else 0
+    perm = np.lexsort([-np.arange(len(sk)), depth])
+    inverse = np.argsort(perm)
+    permuted = Skeleton(sk.joints[perm], np.where(sk.parents[perm] >= 0, inverse[np.maximum(sk.parents[perm], 0)], -1),
+                        [sk.names[i] for i in perm])
+    model = tiny_model(1)
+    a = learned_skin(creature.mesh, sk, model=model).dense(len(sk))
+    b = learned_skin(creature.mesh, permuted, model=model).dense(len(sk))
+    np.testing.assert_allclose(b, a[:, perm], atol=1e-4)
+
+
+@pytest.mark.parametrize("n_joints", [2, 7, 71, 200])
+def test_any_joint_count_gives_valid_weights(n_joints):
+    creature = make_creature("humanoid", 0)
+    rng = np.random.default_rng(n_joints)
+    lo, hi = creature.mesh.vertices.min(0), creature.mesh.vertices.max(0)
+    helper = np.zeros(n_joints, bool)
+    helper[-1] = True
+    sk = Skeleton(rng.uniform(lo, hi, (n_joints, 3)), random_tree(n_joints, rng), [f"j{i}" for i in range(n_joints)], helper)
+    skin = learned_skin(creature.mesh, sk, model=tiny_model())
+    dense = skin.dense(n_joints)
+    assert dense.shape == (len(creature.mesh.vertices), n_joints)
+    assert skin.indices.shape[1] <= 4
+    np.testing.assert_allclose(dense.sum(1), 1.0, atol=1e-6)
+    assert (dense >= 0).all() and (dense[:, helper] == 0).all()
+
+
+def test_skin_problems_finds_unweighted_chains():
+    sk = Skeleton(np.zeros((4, 3)), [-1, 0, 1, 0], ["a", "b", "c", "d"])
+    all_on_root = Skin(np.zeros((3, 1), int), np.ones((3, 1)))
+    assert any("chain" in p for p in skin_problems(all_on_root, sk))
+    spread = Skin(np.array([[0], [2], [3]]), np.ones((3, 1)))  # b carries nothing, but c below it does
+    assert skin_problems(spread, sk) == []
+
+
+def test_tiny_model_overfits_one_creature():
+    from data_prep.skin_data import DataConfig, posed_examples
+
+    creature = make_creature("snake", 0)
+    cfg = DataConfig(n_points=128, n_queries=64)
+    examples = posed_examples(creature, 2, cfg, np.random.default_rng(0))
+    items = []
+    for ex in examples:
+        x = prepare(ex["points"], ex["joints"], creature.skeleton.parents, creature.skeleton.helper)
+        x.update(queries=torch.from_numpy(ex["queries"])[None], query_index=torch.from_numpy(ex["query_index"]).long()[None],
+                 query_weight=torch.from_numpy(ex["query_weight"])[None])
+        items.append(x)
+    batch = collate(items)
+    model = tiny_model().train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss = soft_cross_entropy(model(batch)[1], batch["query_index"], batch["query_weight"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    # Entropy of the targets bounds the loss from below; the model must get most of the way there.
+    w = batch["query_weight"]
+    entropy = -(w * torch.log(w.clamp_min(1e-12))).sum(-1).mean().item()
+    assert losses[-1] - entropy < 0.3 * (losses[0] - entropy)
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped skin weights (rigging/weights/skin.safetensors)")
+def test_shipped_model_on_an_unseen_creature():
+    from rigging.eval import skin_l1, skin_precision_recall
+
+    creature = make_creature("humanoid", 1000)  # seeds >= 12 were never trained on
+    skin = learned_skin(creature.mesh, creature.skeleton)
+    assert skin_problems(skin, creature.skeleton) == []
+    pred, gt = skin.dense(len(creature.skeleton)), creature.skin.dense(len(creature.skeleton))
+    precision, recall = skin_precision_recall(pred, gt)
+    assert skin_l1(pred, gt) < 0.5 and precision > 0.7 and recall > 0.7
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped skin weights (rigging/weights/skin.safetensors)")
+def test_rig_asset_with_learned_skin():
+    from app.pipeline import Report, rig_asset
+
+    creature = make_creature("bird", 1000)
+    report = Report("", "")
+    rigged = rig_asset(creature, skeleton="geometric", skin="learned", report=report)
+    assert report.skin_method == "learned" and not report.warnings
+    assert rigged.skin.dense(len(rigged.skeleton)).sum(1) == pytest.approx(1.0)
