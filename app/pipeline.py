@@ -15,7 +15,6 @@ from typing import Callable, Optional
 from mesh3d.asset import Asset
 from mesh3d.errors import Mesh3DError
 from mesh3d.io import load, save
-from rigging.skeleton.auto import METHODS as SKELETON_METHODS  # or a skeleton JSON file (see rig)
 from rigging.skinning.auto import METHODS as SKIN_METHODS
 
 Progress = Callable[[str, float], None]

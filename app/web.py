@@ -89,9 +89,10 @@ def motion_names() -> list[str]:
 
 def method_names(kind: str) -> list[str]:
     """Skeleton or skin methods the pipeline offers (``auto`` first)."""
-    from app import pipeline
+    from rigging.skeleton.auto import METHODS as SKELETON
+    from rigging.skinning.auto import METHODS as SKIN
 
-    return list(getattr(pipeline, f"{kind.upper()}_METHODS"))
+    return list({"skeleton": SKELETON, "skin": SKIN}[kind])
 
 
 def safe_stem(name: str) -> str:

@@ -23,8 +23,7 @@ options give byte-identical shards. Rebuild with:
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -179,9 +178,7 @@ def build(out: Path, cfg: DataConfig, targets: dict | None = None, log=print) ->
                 add(split, source, examples)
             if i % 50 == 0:
                 log(f"{split} {i}/{len(targets[split])} {source}: {len(examples)} examples")
-    index = {"config": asdict(cfg), "shards": shards}
-    (out / "index.json").write_text(json.dumps(index, indent=1))
-    return index
+    return shard_io.write_index(out, cfg, shards)
 
 
 def main(argv=None) -> None:

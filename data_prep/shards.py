@@ -52,6 +52,15 @@ def read_shards(folder, split: str, fixed: tuple[str, ...], ragged: tuple[str, .
     return out
 
 
+def write_index(folder: Path, config, shards: list[dict]) -> dict:
+    """Write folder/index.json: the data config (a dataclass) and the shard list; returns the index."""
+    from dataclasses import asdict
+
+    index = {"config": asdict(config), "shards": shards}
+    (Path(folder) / "index.json").write_text(json.dumps(index, indent=1))
+    return index
+
+
 def build_command(argv, description: str, default_out: str, config_cls, build) -> None:
     """The command line of a data module: one flag per field of the `config_cls` dataclass, then
     `build(out, config)` (which returns the index) and a one-line summary."""

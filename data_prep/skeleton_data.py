@@ -20,8 +20,7 @@ give byte-identical shards. Rebuild with:
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -152,9 +151,7 @@ def build(out: Path, cfg: DataConfig, rigs: dict | None = None, log=print) -> di
             add("train", f"procedural/{kind}/{s}", posed_examples(asset, n_poses, cfg, rng))
     if cfg.procedural_per_kind:
         log(f"procedural: {cfg.procedural_per_kind} creatures x {len(CREATURE_KINDS)} kinds, {n_poses} examples each")
-    index = {"config": asdict(cfg), "shards": shards}
-    (out / "index.json").write_text(json.dumps(index, indent=1))
-    return index
+    return shard_io.write_index(out, cfg, shards)
 
 
 def main(argv=None) -> None:

@@ -22,20 +22,15 @@ give byte-identical shards. Rebuild with:
 
 from __future__ import annotations
 
-import argparse
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
-
+from data_prep import shards as shard_io
 from data_prep.corpus import records
 from data_prep.procedural import CREATURE_KINDS, make_creature
 from data_prep.skeleton_data import random_poses
 from mesh3d.asset import Asset, forward_kinematics
-from mesh3d.errors import Mesh3DError
 from mesh3d.geometry.normalize import normalize_unit_cube
 from rigging.skinning.geometric import _vertex_normals
 from rigging.skinning.learned import surface_points
@@ -119,39 +114,28 @@ def posed_examples(asset: Asset, n_poses: int, cfg: DataConfig, rng: np.random.G
     return out
 
 
+FIXED = ("points", "point_index", "query_index", "queries", "point_weight", "query_weight")
+HALF = ("points", "queries", "point_weight", "query_weight")  # stored as float16
+
+
 def write_shard(path: Path, examples: list[dict], parents: np.ndarray, helper: np.ndarray, metadata: dict) -> None:
-    """Examples of one asset (same skeleton) stacked into one safetensors file."""
-    tensors = {
-        "points": torch.from_numpy(np.stack([e["points"] for e in examples])).to(torch.float16),
-        **{key: torch.from_numpy(np.stack([e[key] for e in examples])) for key in ("point_index", "query_index")},
-        **{key: torch.from_numpy(np.stack([e[key] for e in examples])).to(torch.float16) for key in ("queries", "point_weight", "query_weight")},
-        "joints": torch.from_numpy(np.stack([e["joints"] for e in examples])),
-        "parents": torch.from_numpy(np.asarray(parents, np.int64)),
-        "helper": torch.from_numpy(np.asarray(helper, np.uint8)),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"mesh3d": json.dumps(metadata)})
+    """Examples of one asset (same skeleton) as one shard (data_prep.shards)."""
+    fixed = {key: np.stack([e[key] for e in examples]) for key in FIXED}
+    fixed |= {key: fixed[key].astype(np.float16) for key in HALF}
+    ragged = {"joints": [np.asarray(e["joints"], np.float32) for e in examples],
+              "parents": [np.asarray(parents, np.int64)] * len(examples),
+              "helper": [np.asarray(helper, np.uint8)] * len(examples)}
+    shard_io.write_shard(path, fixed, ragged, metadata)
 
 
 def read_shards(folder) -> list[dict]:
     """Training examples: dicts with points (N, 6), point_index (N, K) long, point_weight (N, K),
     queries (M, 6), query_index (M, K) long, query_weight (M, K), joints (J, 3) float32,
     parents (J,) long, helper (J,) bool, and source."""
-    folder = Path(folder)
-    index_path = folder / "index.json"
-    if not index_path.is_file():
-        raise Mesh3DError(f"no skinning data in {folder}: build it with `python -m data_prep.skin_data --out {folder}`")
-    out = []
-    for shard in json.loads(index_path.read_text())["shards"]:
-        t = load_file(str(folder / shard["file"]))
-        for e in range(len(t["points"])):
-            example = {key: t[key][e].float() for key in ("points", "queries", "point_weight", "query_weight", "joints")}
-            example.update(point_index=t["point_index"][e].long(), query_index=t["query_index"][e].long(),
-                           parents=t["parents"], helper=t["helper"].bool(), source=shard["source"])
-            out.append(example)
-    if not out:
-        raise Mesh3DError(f"{folder}: index.json lists no examples")
-    return out
+    examples = shard_io.read_shards(folder, "train", FIXED, ("joints", "parents", "helper"), "python -m data_prep.skin_data")
+    for e in examples:
+        e.update(point_index=e["point_index"].long(), query_index=e["query_index"].long(), helper=e["helper"].bool())
+    return examples
 
 
 def build(out: Path, cfg: DataConfig, rigs: list | None = None, log=print) -> dict:
@@ -167,8 +151,8 @@ def build(out: Path, cfg: DataConfig, rigs: list | None = None, log=print) -> di
 
     def add(source, asset, examples):
         name = f"train/{len(shards):04d}.safetensors"
-        write_shard(out / name, examples, asset.skeleton.parents, asset.skeleton.helper, {"source": source})
-        shards.append({"file": name, "source": source, "examples": len(examples), "joints": len(asset.skeleton)})
+        write_shard(out / name, examples, asset.skeleton.parents, asset.skeleton.helper, {"source": source, "split": "train"})
+        shards.append({"file": name, "split": "train", "source": source, "examples": len(examples), "joints": len(asset.skeleton)})
 
     for i, rec in enumerate(rigs):
         asset = load(rec.path)
@@ -182,20 +166,11 @@ def build(out: Path, cfg: DataConfig, rigs: list | None = None, log=print) -> di
             asset = make_creature(kind, s)
             add(f"procedural/{kind}/{s}", asset, posed_examples(asset, cfg.procedural_poses, cfg, np.random.default_rng([cfg.seed, 2, k, s])))
     log(f"procedural: {cfg.procedural_per_kind} creatures x {len(CREATURE_KINDS)} kinds, {cfg.procedural_poses} examples each")
-    index = {"config": asdict(cfg), "shards": shards}
-    (out / "index.json").write_text(json.dumps(index, indent=1))
-    return index
+    return shard_io.write_index(out, cfg, shards)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Build the skinning model's training shards (train split + augmentation).")
-    parser.add_argument("--out", default="runs/skin_data", help="output folder (default runs/skin_data)")
-    for name, default in asdict(DataConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    args = vars(parser.parse_args(argv))
-    out = Path(args.pop("out"))
-    index = build(out, DataConfig(**args))
-    print(f"wrote {out}: {sum(s['examples'] for s in index['shards'])} train examples in {len(index['shards'])} shards")
+    shard_io.build_command(argv, "Build the skinning model's training shards (train split + augmentation).", "runs/skin_data", DataConfig, build)
 
 
 if __name__ == "__main__":
