@@ -249,7 +249,8 @@ def _browser():
 def _upload(page, path: Path) -> None:
     """Put ``path`` in the upload box; tries again when the page was still rendering and dropped it."""
     for attempt in range(3):
-        page.locator("#upload input[type=file]").set_input_files(str(path))
+        # Generous: on a loaded 2-core machine Gradio can take well over 30 s to render the page.
+        page.locator("#upload input[type=file]").set_input_files(str(path), timeout=120_000)
         try:
             page.locator("#upload").get_by_text(path.name).first.wait_for(timeout=10_000)
             return
