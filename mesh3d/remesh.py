@@ -39,7 +39,6 @@ from mesh3d.nn.shape_encoder import shape_conditioned_gpt
 from mesh3d.nn.trainer import batch_indices
 from mesh3d.nn.weights import load_weights, read_metadata, save_weights
 from mesh3d.tokenizers import BOS, EOS, PAD, get_tokenizer
-from mesh3d.tokenizers.vst import SEED, STOP
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "mesh.safetensors"
 TASK_SPEC = "mesh3d.remesh:MeshTask"
@@ -364,20 +363,13 @@ def _sample(model: MeshModel, points: torch.Tensor, samples: int, rules: "StopRu
             top_p: float, use_cache: bool, seed: int) -> torch.Tensor:
     """(samples, 1 + n) tokens from BOS, sampled under `rules` (cloned per row by GPT.generate).
 
-    Decoding runs on one torch thread: a step of this small model is a few dozen tiny operations,
-    so a second intra-op thread only adds synchronisation (`mesh3d bench remesh --threads 1` vs 2
-    measured 644 vs 16 tokens/s on the shared 2-core machine). The caller's setting is restored.
+    (The decoder decodes on one torch thread: see mesh3d.nn.threads.)
     """
     prompt = torch.full((samples, 1), BOS, dtype=torch.long)
-    threads = torch.get_num_threads()
     with torch.no_grad():
         prefix = model.net.encoder(points).expand(samples, -1, -1)
-        torch.set_num_threads(1)
-        try:
-            return model.net.decoder.generate(prompt, n_tokens, prefix, temperature=temperature, top_p=top_p, grammar=rules,
-                                              eos_id=EOS, use_cache=use_cache, generator=torch.Generator().manual_seed(seed))
-        finally:
-            torch.set_num_threads(threads)
+        return model.net.decoder.generate(prompt, n_tokens, prefix, temperature=temperature, top_p=top_p, grammar=rules,
+                                          eos_id=EOS, use_cache=use_cache, generator=torch.Generator().manual_seed(seed))
 
 
 def replay(rules: "StopRules", row: list[int]) -> "StopRules":

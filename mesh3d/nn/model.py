@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mesh3d.errors import Mesh3DError
+from mesh3d.nn.threads import one_thread
 
 
 @dataclass
@@ -318,7 +319,12 @@ class GPT(nn.Module):
         grammar: one `Grammar` (cloned per row) or a list of B; forbidden tokens are never chosen.
         eos_id: a row stops at this token and is padded with it; generation ends when all stopped.
         generator: a torch.Generator for reproducible sampling.
+        Decoding runs on one torch thread (mesh3d.nn.threads.one_thread).
         """
+        with one_thread():
+            return self._generate(idx, max_new_tokens, prefix, temperature, top_k, top_p, greedy, grammar, eos_id, use_cache, generator)
+
+    def _generate(self, idx, max_new_tokens, prefix, temperature, top_k, top_p, greedy, grammar, eos_id, use_cache, generator):
         B = idx.size(0)
         grammars = _start_grammars(grammar, idx)
         cache = self._new_cache(B, idx.size(1), prefix, max_new_tokens, idx.device) if use_cache else None
@@ -358,9 +364,10 @@ class GPT(nn.Module):
         grammars = _start_grammars(grammar, idx)
         results = []
         for b in range(idx.size(0)):
-            results.append(self._beam_search_row(
-                idx[b:b + 1], max_new_tokens, beam_size, None if prefix is None else prefix[b:b + 1],
-                None if grammars is None else grammars[b], eos_id, length_penalty, use_cache))
+            with one_thread():
+                results.append(self._beam_search_row(
+                    idx[b:b + 1], max_new_tokens, beam_size, None if prefix is None else prefix[b:b + 1],
+                    None if grammars is None else grammars[b], eos_id, length_penalty, use_cache))
         return results
 
     def _beam_search_row(self, idx, max_new_tokens, beam_size, prefix, grammar, eos_id, length_penalty, use_cache):

@@ -12,25 +12,11 @@ their real parent rigidly.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 
 from mesh3d.asset import Animation, Skeleton
 from mesh3d.geometry.transforms import matrix_to_trs
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch on one thread: posing a rig is many tiny ops, where thread hand-offs cost more
-    than they save (20x slower on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def body_parents(skeleton: Skeleton) -> np.ndarray:

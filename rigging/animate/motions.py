@@ -22,7 +22,8 @@ import torch
 from mesh3d.asset import Animation, Asset, Skeleton
 from mesh3d.errors import Mesh3DError
 from rigging.animate.chains import Chain, Labels, chain_length, foot_point, label_chains, leg_length
-from rigging.animate.kinematics import axis_angle_to_matrix, body_order, one_thread, pose, rotation, rotation_between, to_animation
+from mesh3d.nn.threads import one_thread
+from rigging.animate.kinematics import axis_angle_to_matrix, body_order, pose, rotation, rotation_between, to_animation
 
 DEG = np.pi / 180
 
@@ -459,7 +460,7 @@ def _run(rig: Rig, phi: np.ndarray) -> Pose:
 
 def _breathe(rig: Rig, deltas: np.ndarray, phi: np.ndarray, cycles: int = 1) -> np.ndarray:
     """Breathing and a slow sway; returns the root offset (F, 3)."""
-    lab, n = rig.labels, len(phi)
+    lab = rig.labels
     w = np.sin(2 * np.pi * cycles * phi)
     _spread(deltas, _trunk(rig, "spine"), lab.left, -2 * DEG * w)
     _spread(deltas, _trunk(rig, "neck", "head"), lab.left, 2 * DEG * w)

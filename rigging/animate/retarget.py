@@ -30,12 +30,12 @@ import torch
 
 from mesh3d.asset import Animation, Asset
 from mesh3d.errors import Mesh3DError
+from mesh3d.nn.threads import one_thread
 from rigging.animate.chains import Chain, Labels, chain_length, foot_point, label_chains, leg_length
 from rigging.animate.kinematics import (
     axis_angle_to_matrix,
     body_order,
     deltas_from_world,
-    one_thread,
     pose,
     to_animation,
     world_pose,
