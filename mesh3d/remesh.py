@@ -32,6 +32,7 @@ from scipy.spatial import cKDTree
 
 from mesh3d.asset import Mesh
 from mesh3d.errors import Mesh3DError
+from mesh3d.geometry.distance import chamfer
 from mesh3d.geometry.normalize import normalize_unit_cube
 from mesh3d.geometry.sampling import face_normals_areas, sample_surface, subsample
 from mesh3d.nn.model import ConditionedGPT
@@ -242,7 +243,7 @@ def surface_metrics(pred: Mesh, target: Mesh, n: int = 10_000, seed: int = 0) ->
     pe, te = sharp_edge_samples(p, n // 4, seed=seed), sharp_edge_samples(t, n // 4, seed=seed + 1)
     edge = float("nan")
     if len(pe) and len(te):
-        edge = 0.5 * (cKDTree(te).query(pe)[0].mean() + cKDTree(pe).query(te)[0].mean())
+        edge = chamfer(pe, te)
     return {"chamfer": float(0.5 * (d_pt.mean() + d_tp.mean())), "edge_chamfer": float(edge), "normal_consistency": float(nc)}
 
 

@@ -28,6 +28,7 @@ from scipy.spatial import cKDTree
 
 from mesh3d.asset import Asset, Mesh, Skeleton, Skin, forward_kinematics, linear_blend_skinning
 from mesh3d.errors import Mesh3DError
+from mesh3d.geometry.distance import chamfer, mean_nearest
 from mesh3d.geometry.normalize import normalize_unit_cube
 
 BONE_STEP = 0.005
@@ -88,25 +89,19 @@ def sample_bones(joints: np.ndarray, bones: np.ndarray, step: float = BONE_STEP)
     return np.concatenate(out)
 
 
-def _one_way(src: np.ndarray, dst: np.ndarray) -> float:
-    """Mean distance from each point of ``src`` to its nearest point of ``dst``."""
-    return float(cKDTree(dst).query(src)[0].mean())
-
-
 def chamfer_j2j(joints_a: np.ndarray, joints_b: np.ndarray) -> float:
     """CD-J2J x100 between two normalised joint sets (J, 3)."""
-    return 100 * (_one_way(joints_a, joints_b) + _one_way(joints_b, joints_a)) / 2
+    return 100 * chamfer(joints_a, joints_b)
 
 
 def chamfer_j2b(joints_a: np.ndarray, bones_a: np.ndarray, joints_b: np.ndarray, bones_b: np.ndarray) -> float:
     """CD-J2B x100: each skeleton's joints to the other's bone samples, averaged both ways."""
-    return 100 * (_one_way(joints_a, sample_bones(joints_b, bones_b)) + _one_way(joints_b, sample_bones(joints_a, bones_a))) / 2
+    return 100 * (mean_nearest(joints_a, sample_bones(joints_b, bones_b)) + mean_nearest(joints_b, sample_bones(joints_a, bones_a))) / 2
 
 
 def chamfer_b2b(joints_a: np.ndarray, bones_a: np.ndarray, joints_b: np.ndarray, bones_b: np.ndarray) -> float:
     """CD-B2B x100: symmetric chamfer distance between the two skeletons' bone samples."""
-    sa, sb = sample_bones(joints_a, bones_a), sample_bones(joints_b, bones_b)
-    return 100 * (_one_way(sa, sb) + _one_way(sb, sa)) / 2
+    return 100 * chamfer(sample_bones(joints_a, bones_a), sample_bones(joints_b, bones_b))
 
 
 def weighted_joints(skin: Skin, num_joints: int) -> np.ndarray:

@@ -31,6 +31,7 @@ from scipy.spatial import cKDTree
 
 from mesh3d.asset import Mesh, Skeleton
 from mesh3d.errors import Mesh3DError
+from mesh3d.geometry.distance import mean_nearest
 from mesh3d.geometry.normalize import normalize_unit_cube
 from mesh3d.geometry.sampling import face_normals_areas, sample_surface, subsample, winding_number
 from mesh3d.nn.model import ConditionedGPT
@@ -203,7 +204,7 @@ def _bone_distance(skeleton: Skeleton, points: np.ndarray, center: np.ndarray, s
 
     joints = (skeleton.joints - center) / scale
     bones = np.array([(p, j) for j, p in enumerate(skeleton.parents) if p >= 0], dtype=np.int64).reshape(-1, 2)
-    return float(cKDTree(sample_bones(joints, bones, 0.005)).query(points)[0].mean())
+    return mean_nearest(points, sample_bones(joints, bones, 0.005))
 
 
 def learned_skeleton(mesh: Mesh, weights=DEFAULT_WEIGHTS, seed: int = 0, check: bool = True, model=None,
