@@ -280,6 +280,22 @@ def test_exported_weights_rebuild_the_model_without_pickle(tmp_path):
         load_weights(ToyTask(n_embd=16).build_model(), tmp_path / "model.safetensors")
 
 
+def test_init_from_fine_tunes_given_weights_and_a_checkpoint_wins_on_resume(tmp_path):
+    first = train(ToyTask(), toy_config(tmp_path / "a", max_steps=4))
+    start = tmp_path / "a" / "model.safetensors"
+    # With max_steps 0 nothing trains: the model is exactly the weights it started from.
+    same = train(ToyTask(), toy_config(tmp_path / "b", max_steps=0, init_from=str(start)))
+    for (name, p), q in zip(first.state_dict().items(), same.state_dict().values()):
+        assert torch.equal(p, q), name
+    tuned = train(ToyTask(), toy_config(tmp_path / "c", max_steps=6, init_from=str(start)), stop_at=3)
+    assert any(not torch.equal(p, q) for p, q in zip(first.parameters(), tuned.parameters()))
+    # A restart resumes from its checkpoint and never reads init_from again.
+    train(ToyTask(), toy_config(tmp_path / "c", max_steps=6, init_from=str(tmp_path / "gone.safetensors")))
+    assert read_metadata(tmp_path / "c" / "model.safetensors")["step"] == 6
+    with pytest.raises(Mesh3DError, match="not found"):
+        train(ToyTask(), toy_config(tmp_path / "d", max_steps=2, init_from=str(tmp_path / "missing.safetensors")))
+
+
 def test_ddp_two_processes_keep_identical_parameters(tmp_path):
     """torchrun, 2 CPU processes (gloo): ranks stay identical and match one process on the full batch."""
     config = {"task": "mesh3d.nn.toy:ToyTask", "task_options": {"n_sequences": 8},

@@ -20,6 +20,7 @@ Config file (TOML or JSON) layout:
 Files in out_dir: log.csv (step,split,name,value), checkpoint/ (model.safetensors,
 optimizer.safetensors, state.json), and model.safetensors (the final weights, with the task and
 its options in the metadata). A run restarted with the same config resumes from checkpoint/.
+A run with `init_from` (and no checkpoint yet) starts from those weights instead of a fresh model.
 """
 
 import argparse
@@ -84,6 +85,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate only at the end
     ckpt_every: int = 100
     seed: int = 0
+    init_from: str = ""  # weights file (same architecture) to start from instead of a fresh model: fine-tuning
 
 
 def batch_indices(n_items: int, batch_size: int, step: int, rank: int, world_size: int, seed: int = 0) -> torch.Tensor:
@@ -231,6 +233,8 @@ def train(task, cfg: TrainConfig, task_spec: str = "", task_options: dict | None
     step = 0
     if (out_dir / "checkpoint" / "state.json").exists():
         step = load_checkpoint(out_dir, model, optimizer, device)
+    elif cfg.init_from:
+        load_weights(model, cfg.init_from, device)
     ddp_model = DistributedDataParallel(model) if world_size > 1 else model
     metadata = {"task": task_spec, "task_options": task_options or {}, "train": dataclasses.asdict(cfg)}
     log = CSVLog(out_dir / "log.csv", step) if is_main else None
