@@ -12,7 +12,8 @@ Sources:
 Every example is rotated about the up axis (Y), scaled per axis, normalised (bounding box centred,
 longest side 1, as at inference) and sampled: `n_points` surface points with smooth normals
 (rigging.skinning.learned.surface_points) and the ground-truth weights interpolated to each
-point from its triangle's vertices (top-4, renormalised), points jittered.
+point from its triangle's vertices (top-4, renormalised), points jittered. The geometric weights
+of each pose (rigging.skinning.geometric) are stored the same way: the model's input prior.
 
 Shards are safetensors files (no pickle), one per source asset, plus index.json; the same options
 give byte-identical shards. Rebuild with:
@@ -30,13 +31,10 @@ from data_prep import shards as shard_io
 from data_prep.corpus import records
 from data_prep.procedural import CREATURE_KINDS, make_creature
 from data_prep.skeleton_data import random_poses
-from mesh3d.asset import Asset, forward_kinematics
+from mesh3d.asset import Asset, Mesh, Skeleton, forward_kinematics
 from mesh3d.geometry.normalize import normalize_unit_cube
-from rigging.skinning.geometric import _vertex_normals
-from rigging.skinning.learned import surface_points
-
-K = 4  # influences kept per point
-
+from rigging.skinning.geometric import _vertex_normals, geometric_skin
+from rigging.skinning.learned import surface_points, top_k
 
 @dataclass
 class DataConfig:
@@ -52,28 +50,20 @@ class DataConfig:
     seed: int = 0
 
 
-def top_k(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n, K) int16 indices and float32 weights of the K largest entries of each row of dense (n, J),
-    renormalised (rows of zeros stay zero: no target there). Fewer than K joints: padded with weight 0."""
-    dense = np.pad(dense, ((0, 0), (0, max(0, K - dense.shape[1]))))
-    index = np.argsort(-dense, axis=1, kind="stable")[:, :K]
-    weight = np.take_along_axis(dense, index, 1)
-    total = weight.sum(1, keepdims=True)
-    weight = np.where(total > 1e-8, weight / np.maximum(total, 1e-12), 0.0)
-    return np.where(weight > 0, index, 0).astype(np.int16), weight.astype(np.float32)
-
-
-def skin_example(vertices: np.ndarray, faces: np.ndarray, dense: np.ndarray, joints: np.ndarray, rng: np.random.Generator,
-                 n_points: int, n_queries: int, yaw_degrees: float = 0.0, scale=(1.0, 1.0, 1.0), jitter: float = 0.0) -> dict:
+def skin_example(vertices: np.ndarray, faces: np.ndarray, dense: np.ndarray, prior: np.ndarray, joints: np.ndarray,
+                 rng: np.random.Generator, n_points: int, n_queries: int, yaw_degrees: float = 0.0, scale=(1.0, 1.0, 1.0),
+                 jitter: float = 0.0) -> dict:
     """One normalised example.
 
-    vertices (V, 3) and joints (J, 3) of a posed asset, faces (F, 3), dense (V, J) weights.
+    vertices (V, 3) and joints (J, 3) of a posed asset, faces (F, 3), dense (V, J) weights, prior
+    (V, J) the geometric weights of this pose (what the model gets as input at inference).
     Returns points (n_points, 6) float32 surface samples (xyz + unit normal) with point_index /
-    point_weight (n_points, K) the weights interpolated from their triangle's vertices; queries
-    (n_queries, 6) randomly chosen mesh vertices (with their normals; repeated when the mesh has
-    fewer) with query_index / query_weight their own weights (what inference predicts), and joints
-    (J, 3) float32. All in the frame where the mesh's bounding box is centred with longest side 1,
-    after rotating by `yaw_degrees` about Y and scaling each axis by `scale`. Rows without weight are 0.
+    point_weight (n_points, K) the weights interpolated from their triangle's vertices and
+    point_prior_index / point_prior_weight the prior likewise; queries (n_queries, 6) randomly
+    chosen mesh vertices (with their normals; repeated when the mesh has fewer) with query_index /
+    query_weight their own weights (what inference predicts) and query_prior_*; and joints (J, 3)
+    float32. All in the frame where the mesh's bounding box is centred with longest side 1, after
+    rotating by `yaw_degrees` about Y and scaling each axis by `scale`. Rows without weight are 0.
     """
     a = np.radians(yaw_degrees)
     rot = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
@@ -83,12 +73,16 @@ def skin_example(vertices: np.ndarray, faces: np.ndarray, dense: np.ndarray, joi
     if jitter:
         points = points + rng.normal(0.0, jitter, points.shape)
     point_index, point_weight = top_k(np.einsum("nc,ncj->nj", bary, dense[faces[face]]))
+    point_prior_index, point_prior_weight = top_k(np.einsum("nc,ncj->nj", bary, prior[faces[face]]))
     used = np.unique(faces)  # vertices in no face have no normal and no surface to sample
     chosen = rng.choice(used, n_queries, replace=len(used) < n_queries)
     queries = np.concatenate([normalised[chosen], _vertex_normals(normalised, faces)[chosen]], 1)
     query_index, query_weight = top_k(dense[chosen])
+    query_prior_index, query_prior_weight = top_k(prior[chosen])
     return {"points": np.concatenate([points, normals], 1).astype(np.float32), "point_index": point_index, "point_weight": point_weight,
+            "point_prior_index": point_prior_index, "point_prior_weight": point_prior_weight,
             "queries": queries.astype(np.float32), "query_index": query_index, "query_weight": query_weight,
+            "query_prior_index": query_prior_index, "query_prior_weight": query_prior_weight,
             "joints": ((joints @ m.T - center) / size).astype(np.float32)}
 
 
@@ -96,6 +90,7 @@ def posed_examples(asset: Asset, n_poses: int, cfg: DataConfig, rng: np.random.G
     """Examples of the bind pose and n_poses - 1 poses: frames of the asset's clips, or random poses without clips.
 
     The first example is never rotated or scaled, so each asset is also seen as the artist made it.
+    Each pose gets its own geometric weights (rigging.skinning.geometric) as the model's prior.
     """
     sk, dense = asset.skeleton, asset.skin.dense(len(asset.skeleton))
     clips = asset.animations or random_poses(sk, max(n_poses - 1, 1), cfg.max_angle, rng)
@@ -108,14 +103,18 @@ def posed_examples(asset: Asset, n_poses: int, cfg: DataConfig, rng: np.random.G
             vertices = asset.posed_vertices(anim, [frame])[0]
             world = forward_kinematics(sk.parents, anim.translations[[frame]], anim.rotations[[frame]], anim.scales[[frame]])
             joints = np.asarray(world)[0, :, :3, 3]
+        posed = Skeleton(joints, sk.parents, sk.names, sk.helper)
+        prior = geometric_skin(Mesh(vertices, asset.mesh.faces), posed).dense(len(sk))
         yaw = 0.0 if i == 0 else rng.uniform(-cfg.max_yaw_degrees, cfg.max_yaw_degrees)
         scale = np.ones(3) if i == 0 else rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range, 3)
-        out.append(skin_example(vertices, asset.mesh.faces, dense, joints, rng, cfg.n_points, cfg.n_queries, yaw, scale, cfg.jitter if i else 0.0))
+        out.append(skin_example(vertices, asset.mesh.faces, dense, prior, joints, rng, cfg.n_points, cfg.n_queries, yaw, scale,
+                                cfg.jitter if i else 0.0))
     return out
 
 
-FIXED = ("points", "point_index", "query_index", "queries", "point_weight", "query_weight")
-HALF = ("points", "queries", "point_weight", "query_weight")  # stored as float16
+INDEX = ("point_index", "query_index", "point_prior_index", "query_prior_index")
+HALF = ("points", "queries", "point_weight", "query_weight", "point_prior_weight", "query_prior_weight")  # stored as float16
+FIXED = INDEX + HALF
 
 
 def write_shard(path: Path, examples: list[dict], parents: np.ndarray, helper: np.ndarray, metadata: dict) -> None:
@@ -130,11 +129,12 @@ def write_shard(path: Path, examples: list[dict], parents: np.ndarray, helper: n
 
 def read_shards(folder) -> list[dict]:
     """Training examples: dicts with points (N, 6), point_index (N, K) long, point_weight (N, K),
-    queries (M, 6), query_index (M, K) long, query_weight (M, K), joints (J, 3) float32,
-    parents (J,) long, helper (J,) bool, and source."""
+    queries (M, 6), query_index (M, K) long, query_weight (M, K), the same four for the geometric
+    prior (point_prior_*, query_prior_*), joints (J, 3) float32, parents (J,) long, helper (J,) bool,
+    and source."""
     examples = shard_io.read_shards(folder, "train", FIXED, ("joints", "parents", "helper"), "python -m data_prep.skin_data")
     for e in examples:
-        e.update(point_index=e["point_index"].long(), query_index=e["query_index"].long(), helper=e["helper"].bool())
+        e.update({key: e[key].long() for key in INDEX}, helper=e["helper"].bool())
     return examples
 
 

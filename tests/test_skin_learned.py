@@ -12,9 +12,9 @@ from rigging.skinning.learned import (DEFAULT_WEIGHTS, build_model, collate, hop
 TINY = dict(n_embd=32, n_head=2, n_layer=2, n_latents=4, n_freqs=3, pair_hidden=8)
 
 
-def tiny_model(seed=0):
+def tiny_model(seed=0, prior=False):
     torch.manual_seed(seed)
-    return build_model(TINY).eval()
+    return build_model(TINY | {"prior": prior}).eval()
 
 
 def random_tree(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -32,7 +32,8 @@ def test_hop_buckets_on_a_small_tree():
     assert (np.diag(b) == 0).all()
 
 
-def test_permuting_joints_permutes_the_outputs():
+@pytest.mark.parametrize("prior", [False, True])
+def test_permuting_joints_permutes_the_outputs(prior):
     rng = np.random.default_rng(0)
     j, n = 12, 300
     parents = random_tree(j, rng)
@@ -44,15 +45,22 @@ def test_permuting_joints_permutes_the_outputs():
     perm = rng.permutation(j)  # any order, parents need not come first
     inverse = np.argsort(perm)
     parents_p = np.where(parents[perm] >= 0, inverse[np.maximum(parents[perm], 0)], -1)
-    model = tiny_model()
+    model = tiny_model(prior=prior)
+    x, x_p = prepare(points, joints, parents, helper), prepare(points, joints[perm], parents_p, helper[perm])
+    if prior:  # random geometric weights over the deforming joints, renamed with the joints
+        index = torch.from_numpy(rng.choice(np.flatnonzero(~helper), (1, n, 4)))
+        weight = torch.from_numpy(rng.dirichlet(np.ones(4), (1, n)).astype(np.float32))
+        x.update(point_prior_index=index, point_prior_weight=weight)
+        x_p.update(point_prior_index=torch.from_numpy(inverse)[index], point_prior_weight=weight)
     with torch.no_grad():
-        a = model.encode(prepare(points, joints, parents, helper))["logits"][0].softmax(-1).numpy()
-        b = model.encode(prepare(points, joints[perm], parents_p, helper[perm]))["logits"][0].softmax(-1).numpy()
+        a = model.encode(x)["logits"][0].softmax(-1).numpy()
+        b = model.encode(x_p)["logits"][0].softmax(-1).numpy()
     np.testing.assert_allclose(b, a[:, perm], atol=1e-5)
     assert np.abs(a[:, 5]).max() < 1e-6  # the helper takes nothing
 
 
-def test_learned_skin_is_independent_of_joint_order():
+@pytest.mark.parametrize("prior", [False, True])
+def test_learned_skin_is_independent_of_joint_order(prior):
     creature = make_creature("quadruped", 3)
     sk = creature.skeleton
     # Another topological order: reverse the order of the joints at every depth.
@@ -63,21 +71,21 @@ def test_learned_skin_is_independent_of_joint_order():
     inverse = np.argsort(perm)
     permuted = Skeleton(sk.joints[perm], np.where(sk.parents[perm] >= 0, inverse[np.maximum(sk.parents[perm], 0)], -1),
                         [sk.names[i] for i in perm])
-    model = tiny_model(1)
+    model = tiny_model(1, prior)
     a = learned_skin(creature.mesh, sk, model=model).dense(len(sk))
     b = learned_skin(creature.mesh, permuted, model=model).dense(len(sk))
     np.testing.assert_allclose(b, a[:, perm], atol=1e-4)
 
 
-@pytest.mark.parametrize("n_joints", [2, 7, 71, 200])
-def test_any_joint_count_gives_valid_weights(n_joints):
+@pytest.mark.parametrize("n_joints,prior", [(2, False), (7, False), (71, False), (200, False), (2, True), (200, True)])
+def test_any_joint_count_gives_valid_weights(n_joints, prior):
     creature = make_creature("humanoid", 0)
     rng = np.random.default_rng(n_joints)
     lo, hi = creature.mesh.vertices.min(0), creature.mesh.vertices.max(0)
     helper = np.zeros(n_joints, bool)
     helper[-1] = True
     sk = Skeleton(rng.uniform(lo, hi, (n_joints, 3)), random_tree(n_joints, rng), [f"j{i}" for i in range(n_joints)], helper)
-    skin = learned_skin(creature.mesh, sk, model=tiny_model())
+    skin = learned_skin(creature.mesh, sk, model=tiny_model(prior=prior))
     dense = skin.dense(n_joints)
     assert dense.shape == (len(creature.mesh.vertices), n_joints)
     assert skin.indices.shape[1] <= 4
@@ -93,7 +101,8 @@ def test_skin_problems_finds_unweighted_chains():
     assert skin_problems(spread, sk) == []
 
 
-def test_tiny_model_overfits_one_creature():
+@pytest.mark.parametrize("prior", [False, True])
+def test_tiny_model_overfits_one_creature(prior):
     from data_prep.skin_data import DataConfig, posed_examples
 
     creature = make_creature("snake", 0)
@@ -102,11 +111,12 @@ def test_tiny_model_overfits_one_creature():
     items = []
     for ex in examples:
         x = prepare(ex["points"], ex["joints"], creature.skeleton.parents, creature.skeleton.helper)
-        x.update(queries=torch.from_numpy(ex["queries"])[None], query_index=torch.from_numpy(ex["query_index"]).long()[None],
-                 query_weight=torch.from_numpy(ex["query_weight"])[None])
+        x.update({key: torch.from_numpy(ex[key].astype(np.int64) if "index" in key else ex[key])[None]
+                  for key in ("queries", "query_index", "query_weight", "point_prior_index", "point_prior_weight",
+                              "query_prior_index", "query_prior_weight")})
         items.append(x)
     batch = collate(items)
-    model = tiny_model().train()
+    model = tiny_model(prior=prior).train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):

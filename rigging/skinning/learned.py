@@ -61,11 +61,24 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "skin.saf
 TASK_SPEC = "rigging.skinning.learned:SkinTask"
 
 # Options that fix the architecture (stored in the weights' metadata; everything else is training).
-MODEL_DEFAULTS = dict(n_embd=128, n_head=4, n_layer=3, n_latents=16, n_freqs=6, pair_hidden=32)
+MODEL_DEFAULTS = dict(n_embd=128, n_head=4, n_layer=3, n_latents=16, n_freqs=6, pair_hidden=32, prior=False)
 MAX_HOPS = 16  # hop distances on the skeleton graph >= this share one bias (and joints of separate trees)
 N_PAIR = 6  # geometric features per (point, joint): see pair_features
 MAX_QUERIES = 6000  # vertices predicted one by one; larger meshes are interpolated from this many
 MASKED = -1e4  # logit of joints that cannot take weight (helpers, padding); finite so 0 * it stays 0
+K = 4  # influences kept per point in targets and priors
+PRIOR_FLOOR = 1e-3  # the prior's logit is log(w + PRIOR_FLOOR): joints the geometric weights skip start far below, not at -inf
+
+
+def top_k(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, K) int16 indices and float32 weights of the K largest entries of each row of dense (n, J),
+    renormalised (rows of zeros stay zero: no target there). Fewer than K joints: padded with weight 0."""
+    dense = np.pad(dense, ((0, 0), (0, max(0, K - dense.shape[1]))))
+    index = np.argsort(-dense, axis=1, kind="stable")[:, :K]
+    weight = np.take_along_axis(dense, index, 1)
+    total = weight.sum(1, keepdims=True)
+    weight = np.where(total > 1e-8, weight / np.maximum(total, 1e-12), 0.0)
+    return np.where(weight > 0, index, 0).astype(np.int16), weight.astype(np.float32)
 
 
 def surface_points(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -183,15 +196,17 @@ def _to_segments(points: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tupl
     return dist, t, (offset * n).sum(-1) / dist.clamp_min(1e-6)
 
 
-def pair_features(points: torch.Tensor, joints: torch.Tensor, children: torch.Tensor, deform: torch.Tensor) -> torch.Tensor:
-    """(B, N, J, N_PAIR) geometric cues of every (point, joint) pair, the priors of geometric skinning.
+def pair_features(points: torch.Tensor, joints: torch.Tensor, children: torch.Tensor, deform: torch.Tensor,
+                  prior: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N, J, N_PAIR (+1 with a prior)) geometric cues of every (point, joint) pair, the priors of geometric skinning.
 
     points (B, N, 6), joints (B, J, 3), children (B, J, C) joint indices (the bones of each joint
     end at its children; a leaf's at itself; unused slots repeat the first), deform (B, J) bool.
     Features (normalised units, x4): distance to the joint's nearest bone, that minus the distance
     to the nearest deforming bone, log of their ratio, distance to the joint itself, position along
     the nearest bone (0 at the joint, 1 at the child), and the cosine between the point's normal and
-    the way to the bone (negative: the bone is behind the surface, as seen from inside).
+    the way to the bone (negative: the bone is behind the surface, as seen from inside); then, when
+    given, the geometric weight of the pair, prior (B, N, J).
     """
     end = lambda c: torch.gather(joints, 1, c[..., None].expand(-1, -1, 3))
     d_bone, t, facing = _to_segments(points, joints, end(children[..., 0]))
@@ -207,7 +222,19 @@ def pair_features(points: torch.Tensor, joints: torch.Tensor, children: torch.Te
     d_min = torch.where(deform[:, None], d_bone, torch.full_like(d_bone, 1e3)).min(-1, keepdim=True).values
     d_joint = (joints[:, None] - points[..., None, :3]).norm(dim=-1)
     ratio = torch.log((d_bone + 0.01) / (d_min + 0.01))
-    return torch.stack([4 * d_bone, 4 * (d_bone - d_min), ratio, 4 * d_joint, t, facing], -1)
+    features = [4 * d_bone, 4 * (d_bone - d_min), ratio, 4 * d_joint, t, facing]
+    return torch.stack(features if prior is None else features + [prior], -1)
+
+
+def sparse_batch(dense: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """`top_k` of dense (n, J) as a batch of one: (1, n, K) long indices and (1, n, K) float32 weights."""
+    index, weight = top_k(dense)
+    return torch.from_numpy(index).long()[None], torch.from_numpy(weight)[None]
+
+
+def dense_prior(index: torch.Tensor, weight: torch.Tensor, n_joints: int) -> torch.Tensor:
+    """(B, N, n_joints) weights from their sparse (B, N, K) joint indices and weights."""
+    return torch.zeros(*index.shape[:2], n_joints, dtype=weight.dtype).scatter_add_(-1, index, weight)
 
 
 # ----------------------------------------------------------------------------- model
@@ -257,13 +284,15 @@ class Layer(nn.Module):
 class SkinNet(nn.Module):
     """Per-point logits over joints. See the module docstring for the architecture."""
 
-    def __init__(self, n_embd=128, n_head=4, n_layer=3, n_latents=16, n_freqs=6, pair_hidden=32):
+    def __init__(self, n_embd=128, n_head=4, n_layer=3, n_latents=16, n_freqs=6, pair_hidden=32, prior=False):
         super().__init__()
         d = n_embd
         self.n_head, self.n_freqs = n_head, n_freqs
         self.point_in = mlp(6 + 6 * n_freqs, d, d)
         self.joint_in = mlp(12 + 12 * n_freqs, d, d)
-        self.pair = mlp(N_PAIR, pair_hidden, n_head + 1)
+        self.pair = mlp(N_PAIR + bool(prior), pair_hidden, n_head + 1)
+        # With a prior, the output starts from the geometric weights (logit log(w)) and learns a correction.
+        self.prior_gain = nn.Parameter(torch.ones(())) if prior else None
         self.hop = nn.Embedding(3 * MAX_HOPS, n_head)
         self.latent_queries = nn.Parameter(0.02 * torch.randn(n_latents, d))
         self.latent_attn, self.latent_mlp = Attention(d, n_head), mlp(d, 4 * d, d)
@@ -275,19 +304,23 @@ class SkinNet(nn.Module):
     def _point_tokens(self, points):
         return self.point_in(torch.cat([points, fourier(points[..., :3], self.n_freqs)], -1))
 
-    def _pair(self, points, x):
-        """Pair bias (B, H, N, J) for point->joint attention and the pair logit (B, N, J)."""
+    def _pair(self, points, x, prior):
+        """Pair bias (B, H, N, J) for point->joint attention and the pair logit (B, N, J), prior
+        logit included. prior: (B, N, K) joint indices and weights of the points' geometric weights."""
         joints = x["joint_feat"][..., :3]
-        out = self.pair(pair_features(points, joints, x["children"], x["deform"]))
+        prior = dense_prior(*prior, joints.size(1)) if self.prior_gain is not None else None
+        out = self.pair(pair_features(points, joints, x["children"], x["deform"], prior))
         bias = out[..., :-1].permute(0, 3, 1, 2)
-        return bias.masked_fill(~x["joint_mask"][:, None, None], MASKED), out[..., -1]
+        logit = out[..., -1] if prior is None else out[..., -1] + self.prior_gain * torch.log(prior + PRIOR_FLOOR)
+        return bias.masked_fill(~x["joint_mask"][:, None, None], MASKED), logit
 
     def _logits(self, p, j, pair_logit, x):
         logits = torch.einsum("bnd,bjd->bnj", self.head_p(self.ln_p(p)), self.head_j(self.ln_j(j))) / math.sqrt(p.size(-1))
         return (logits + pair_logit).masked_fill(~x["deform"][:, None], MASKED)
 
     def encode(self, x: dict) -> dict:
-        """Run the context points (x["points"] (B, N, 6)) and the joints through every layer.
+        """Run the context points (x["points"] (B, N, 6)) and the joints through every layer
+        (a model with a prior also reads x["point_prior_index"], x["point_prior_weight"] (B, N, K)).
 
         Returns the state `decode` needs (joint tokens after each layer, the shape code) and the
         context points' logits (B, N, J).
@@ -301,7 +334,7 @@ class SkinNet(nn.Module):
         latents = latents + self.latent_mlp(self.latent_ln[2](latents))
         n_lat = latents.size(1)
         hop_bias = self.hop(x["buckets"]).permute(0, 3, 1, 2).masked_fill(~x["joint_mask"][:, None, None], MASKED)
-        pair_bias, pair_logit = self._pair(points, x)
+        pair_bias, pair_logit = self._pair(points, x, (x.get("point_prior_index"), x.get("point_prior_weight")))
         to_latents = lambda bias: F.pad(bias, (0, n_lat))  # the shape code: no bias
         joint_to_point = to_latents(pair_bias.transpose(2, 3))
         point_to_joint = to_latents(pair_bias)
@@ -312,10 +345,11 @@ class SkinNet(nn.Module):
             states.append(j)
         return {"joints": states, "latents": latents, "logits": self._logits(p, j, pair_logit, x)}
 
-    def decode(self, state: dict, queries: torch.Tensor, x: dict) -> torch.Tensor:
+    def decode(self, state: dict, queries: torch.Tensor, x: dict, prior=(None, None)) -> torch.Tensor:
         """(B, M, J) logits of query points (B, M, 6) (e.g. mesh vertices), which attend to the joints
-        and shape code of `encode` without changing them: each query is predicted on its own."""
-        pair_bias, pair_logit = self._pair(queries, x)
+        and shape code of `encode` without changing them: each query is predicted on its own.
+        prior: their geometric weights as (B, M, K) joint indices and weights (models with a prior)."""
+        pair_bias, pair_logit = self._pair(queries, x, prior)
         bias = F.pad(pair_bias, (0, state["latents"].size(1)))
         p = self._point_tokens(queries)
         for layer, j in zip(self.layers, state["joints"]):
@@ -325,7 +359,7 @@ class SkinNet(nn.Module):
     def forward(self, x: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(context logits (B, N, J), query logits (B, M, J) of x["queries"])."""
         state = self.encode(x)
-        return state["logits"], self.decode(state, x["queries"], x)
+        return state["logits"], self.decode(state, x["queries"], x, (x.get("query_prior_index"), x.get("query_prior_weight")))
 
 
 def build_model(options: dict) -> SkinNet:
@@ -381,8 +415,9 @@ class SkinTask:
             pick = torch.from_numpy(rng.choice(len(ex["points"]), self.n_points, replace=False))
             ask = torch.from_numpy(rng.choice(len(ex["queries"]), self.n_queries, replace=False))
             x = prepare(ex["points"][pick].numpy(), ex["joints"].numpy(), ex["parents"].numpy(), ex["helper"].numpy())
-            x.update(queries=ex["queries"][ask][None], query_index=ex["query_index"][ask][None], query_weight=ex["query_weight"][ask][None],
-                     point_index=ex["point_index"][pick][None], point_weight=ex["point_weight"][pick][None])
+            x.update({f"point_{key}": ex[f"point_{key}"][pick][None] for key in ("index", "weight", "prior_index", "prior_weight")})
+            x.update({f"query_{key}": ex[f"query_{key}"][ask][None] for key in ("index", "weight", "prior_index", "prior_weight")})
+            x["queries"] = ex["queries"][ask][None]
             items.append(x)
         return collate(items)
 
@@ -453,18 +488,27 @@ def vertex_probabilities(mesh: Mesh, skeleton: Skeleton, model: SkinNet, n_point
 
     vertices, faces, inverse = _merge_vertices(mesh.vertices, mesh.faces)
     normalised, center, scale = normalize_unit_cube(vertices)
-    points, normals, _, _ = surface_points(normalised, faces, n_points, np.random.default_rng(seed))
+    points, normals, face, bary = surface_points(normalised, faces, n_points, np.random.default_rng(seed))
     x = prepare(np.concatenate([points, normals], 1), (skeleton.joints - center) / scale, skeleton.parents, skeleton.helper)
     vertex_normals = _vertex_normals(normalised, faces)
     asked = np.arange(len(normalised))
     if len(asked) > max_queries:
         asked = np.sort(np.random.default_rng(seed).choice(len(asked), max_queries, replace=False))
     queries = torch.from_numpy(np.concatenate([normalised[asked], vertex_normals[asked]], 1).astype(np.float32))[None]
+    query_prior = (None, None)
+    if model.prior_gain is not None:
+        from rigging.skinning.geometric import geometric_skin
+
+        prior = geometric_skin(Mesh(vertices, faces), skeleton).dense(len(skeleton))  # welded vertices, as training saw them
+        x["point_prior_index"], x["point_prior_weight"] = sparse_batch(np.einsum("nc,ncj->nj", bary, prior[faces[face]]))
+        query_prior = sparse_batch(prior[asked])
     was_training = model.training
     model.eval()
     with torch.no_grad():
         state = model.encode(x)
-        probs = torch.cat([model.decode(state, queries[:, i:i + 4096], x).softmax(-1)[0] for i in range(0, queries.size(1), 4096)])
+        chunk = lambda t, i: None if t is None else t[:, i:i + 4096]
+        probs = torch.cat([model.decode(state, queries[:, i:i + 4096], x, tuple(chunk(t, i) for t in query_prior)).softmax(-1)[0]
+                           for i in range(0, queries.size(1), 4096)])
     model.train(was_training)
     probs = probs.double().numpy()
     if len(asked) < len(normalised):
