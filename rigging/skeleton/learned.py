@@ -42,6 +42,7 @@ from rigging.skeleton.tokenizer import BOS, EOS, PAD, SkeletonTokenizer
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "skeleton.safetensors"
 TASK_SPEC = "rigging.skeleton.learned:SkeletonTask"
+BEAM = 1  # default decoding: greedy (the card's dev table compares beams)
 # `auto` rejects a learned skeleton whose bones lie this much farther from the surface than the
 # geometric skeleton's (measured on held-out procedural creatures and the dev rigs: see skeleton_problems).
 COVERAGE_RATIO = 1.5
@@ -75,11 +76,17 @@ def pad_tokens(sequences: list[np.ndarray]) -> torch.Tensor:
     return out
 
 
-def generate_joints(model: ConditionedGPT, tok: SkeletonTokenizer, points: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Greedy, grammar-constrained skeletons for normalised points (B, N, 6): (joints, parents) each."""
+def generate_joints(model: ConditionedGPT, tok: SkeletonTokenizer, points: torch.Tensor, beam: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Grammar-constrained skeletons for normalised points (B, N, 6): (joints, parents) each.
+
+    beam: 1 decodes greedily; more keeps that many candidates and returns the most likely skeleton.
+    """
     prompt = torch.full((points.size(0), 1), BOS, dtype=torch.long)
-    seq = model.generate(points, prompt, tok.max_tokens - 1, greedy=True, grammar=tok.grammar(), eos_id=EOS)
-    return [tok.decode(row) for row in seq.tolist()]
+    if beam > 1:
+        rows = [row for row, _ in model.beam_search(points, prompt, tok.max_tokens - 1, beam, grammar=tok.grammar(), eos_id=EOS)]
+    else:
+        rows = model.generate(points, prompt, tok.max_tokens - 1, greedy=True, grammar=tok.grammar(), eos_id=EOS)
+    return [tok.decode(row.tolist()) for row in rows]
 
 
 class SkeletonTask:
@@ -208,19 +215,20 @@ def _bone_distance(skeleton: Skeleton, points: np.ndarray, center: np.ndarray, s
 
 
 def learned_skeleton(mesh: Mesh, weights=DEFAULT_WEIGHTS, seed: int = 0, check: bool = True, model=None,
-                     reference: Skeleton | None = None) -> Skeleton:
+                     reference: Skeleton | None = None, beam: int = BEAM) -> Skeleton:
     """A skeleton for `mesh` (Y up) written by the learned model, in the mesh's own frame.
 
     weights: a file saved by training (ignored when `model`, a loaded SkeletonModel, is given). seed: surface sampling seed (same seed, same skeleton).
     check: raise Mesh3DError when `skeleton_problems` finds any, so callers can fall back.
     reference: passed to `skeleton_problems` (the coverage check against another skeleton).
+    beam: candidates kept while decoding (1: greedy; see `generate_joints`).
     Joints are named joint_0 .. in breadth-first order from the root; frames are world-aligned.
     """
     model = model if model is not None else load_skeleton_model(weights)
     normalised, center, scale = normalize_unit_cube(mesh.vertices)
     points, normals = sample_surface(normalised, mesh.faces, model.n_points, np.random.default_rng(seed))
     cond = torch.from_numpy(np.concatenate([points, normals], 1)).float()[None]
-    joints, parents = generate_joints(model.net, model.tok, cond)[0]
+    joints, parents = generate_joints(model.net, model.tok, cond, beam)[0]
     skeleton = Skeleton(joints * scale + center, parents, [f"joint_{i}" for i in range(len(joints))])
     if check:
         problems = skeleton_problems(skeleton, mesh, model.tok.max_joints, reference=reference)
@@ -232,13 +240,15 @@ def learned_skeleton(mesh: Mesh, weights=DEFAULT_WEIGHTS, seed: int = 0, check: 
 # ----------------------------------------------------------------------------- dev evaluation
 
 
-def evaluate_dev(weights=DEFAULT_WEIGHTS, geometric: bool = False, procedural_seed: int | None = None, log=print) -> dict:
+def evaluate_dev(weights=DEFAULT_WEIGHTS, geometric: bool = False, procedural_seed: int | None = None, beam: int = BEAM,
+                 log=print) -> dict:
     """CD-J2J, CD-J2B, CD-B2B (x100, rigging.eval) of the learned skeleton on every dev rig.
 
     geometric: also measure rigging.skeleton.geometric's skeleton on the same rigs, and what `auto`
     picks (learned unless its checks, with the geometric skeleton as coverage reference, fail).
     procedural_seed: instead of the dev rigs, one procedural creature of each kind made with this
     seed (pick one the training data did not use: seeds >= DataConfig.procedural_per_kind).
+    beam: decoding of the learned skeleton (1: greedy).
     Returns {"rows": [per-rig dicts], "mean": {method: {metric: mean}}}; a learned skeleton that
     fails its checks is still measured (and its problems listed), so the figures hide nothing.
     """
@@ -247,7 +257,7 @@ def evaluate_dev(weights=DEFAULT_WEIGHTS, geometric: bool = False, procedural_se
     from rigging.eval import skeleton_metrics
 
     model = load_skeleton_model(weights)
-    methods = {"learned": lambda mesh: learned_skeleton(mesh, model=model, check=False)}
+    methods = {"learned": lambda mesh: learned_skeleton(mesh, model=model, check=False, beam=beam)}
     if geometric:
         from rigging.skeleton.geometric import geometric_skeleton
 
@@ -299,10 +309,12 @@ def main(argv=None) -> None:
     p.add_argument("--procedural-seed", type=int, default=None,
                    help="evaluate on one procedural creature per kind made with this seed instead of the dev rigs")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--beam", type=int, default=BEAM, help=f"beam width of the decoding (1: greedy; default {BEAM})")
     p = sub.add_parser("speed", help="time learned_skeleton (load excluded) on one rig of the corpus")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--rig", default="modular_women/Suit.glb", help="corpus file (default: a 50-joint dev character)")
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--beam", type=int, default=BEAM, help=f"beam width of the decoding (1: greedy; default {BEAM})")
     args = parser.parse_args(argv)
     if args.command == "speed":
         from data_prep.corpus import corpus_dir
@@ -314,12 +326,12 @@ def main(argv=None) -> None:
         seconds = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            skeleton = learned_skeleton(mesh, model=model, check=False)
+            skeleton = learned_skeleton(mesh, model=model, check=False, beam=args.beam)
             seconds.append(time.perf_counter() - t0)
         print(f"{args.rig}: {len(skeleton)} joints, median {np.median(seconds):.2f} s over {args.repeat} runs "
               f"(min {min(seconds):.2f}, max {max(seconds):.2f}), {torch.get_num_threads()} torch threads")
         return
-    result = evaluate_dev(args.weights, args.geometric, args.procedural_seed)
+    result = evaluate_dev(args.weights, args.geometric, args.procedural_seed, args.beam)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 
