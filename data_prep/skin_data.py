@@ -13,7 +13,10 @@ Every example is rotated about the up axis (Y), scaled per axis, normalised (bou
 longest side 1, as at inference) and sampled: `n_points` surface points with smooth normals
 (rigging.skinning.learned.surface_points) and the ground-truth weights interpolated to each
 point from its triangle's vertices (top-4, renormalised), points jittered. The geometric weights
-of each pose (rigging.skinning.geometric) are stored the same way: the model's input prior.
+(rigging.skinning.geometric) are stored the same way: the model's input prior. They are computed on
+the bind pose and carried to every pose by vertex (`posed_prior` False, the default), because
+users give meshes in their rest pose: a prior computed on a posed mesh is worse than any the model
+meets at inference, and teaches it to override the prior too readily.
 
 Shards are safetensors files (no pickle), one per source asset, plus index.json; the same options
 give byte-identical shards. Rebuild with:
@@ -47,6 +50,7 @@ class DataConfig:
     max_yaw_degrees: float = 45.0  # rotation about Y drawn from [-max, max]
     scale_range: float = 0.15  # per-axis scale drawn from [1 - r, 1 + r]
     jitter: float = 0.002  # std of Gaussian noise on the points, in normalised units
+    posed_prior: bool = False  # geometric prior of each pose on its own (True) or of the bind pose, carried by vertex
     seed: int = 0
 
 
@@ -90,7 +94,8 @@ def posed_examples(asset: Asset, n_poses: int, cfg: DataConfig, rng: np.random.G
     """Examples of the bind pose and n_poses - 1 poses: frames of the asset's clips, or random poses without clips.
 
     The first example is never rotated or scaled, so each asset is also seen as the artist made it.
-    Each pose gets its own geometric weights (rigging.skinning.geometric) as the model's prior.
+    The model's prior, the geometric weights (rigging.skinning.geometric), is the bind pose's for
+    every example, or each pose's own with cfg.posed_prior.
     """
     sk, dense = asset.skeleton, asset.skin.dense(len(asset.skeleton))
     clips = asset.animations or random_poses(sk, max(n_poses - 1, 1), cfg.max_angle, rng)
@@ -103,8 +108,8 @@ def posed_examples(asset: Asset, n_poses: int, cfg: DataConfig, rng: np.random.G
             vertices = asset.posed_vertices(anim, [frame])[0]
             world = forward_kinematics(sk.parents, anim.translations[[frame]], anim.rotations[[frame]], anim.scales[[frame]])
             joints = np.asarray(world)[0, :, :3, 3]
-        posed = Skeleton(joints, sk.parents, sk.names, sk.helper)
-        prior = geometric_skin(Mesh(vertices, asset.mesh.faces), posed).dense(len(sk))
+        if i == 0 or cfg.posed_prior:
+            prior = geometric_skin(Mesh(vertices, asset.mesh.faces), Skeleton(joints, sk.parents, sk.names, sk.helper)).dense(len(sk))
         yaw = 0.0 if i == 0 else rng.uniform(-cfg.max_yaw_degrees, cfg.max_yaw_degrees)
         scale = np.ones(3) if i == 0 else rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range, 3)
         out.append(skin_example(vertices, asset.mesh.faces, dense, prior, joints, rng, cfg.n_points, cfg.n_queries, yaw, scale,

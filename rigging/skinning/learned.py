@@ -427,10 +427,11 @@ class SkinTask:
                 + self.point_loss * soft_cross_entropy(point_logits, batch["point_index"], batch["point_weight"]))
 
     def evaluate(self, model) -> dict:
-        """Vertex L1, precision and recall of learned_skin on the shared dev rigs (GT skeleton given)."""
+        """Vertex L1, precision, recall and mean deformation error (%, rigs with clips) of learned_skin
+        on the shared dev rigs (GT skeleton given)."""
         from data_prep.corpus import records
         from mesh3d.io import load
-        from rigging.eval import skin_l1, skin_precision_recall
+        from rigging.eval import deformation_error, skin_l1, skin_precision_recall
 
         rigs = records(kind="rig", split="dev")
         rigs = rigs[:self.dev_rigs] if self.dev_rigs else rigs
@@ -439,9 +440,9 @@ class SkinTask:
             asset = load(rec.path)
             pred = learned_skin(asset.mesh, asset.skeleton, model=model).dense(len(asset.skeleton))
             gt = asset.skin.dense(len(asset.skeleton))
-            scores.append((skin_l1(pred, gt), *skin_precision_recall(pred, gt)))
-        l1, precision, recall = np.mean(scores, 0) if scores else (float("nan"),) * 3
-        return {"dev_l1": float(l1), "dev_precision": float(precision), "dev_recall": float(recall)}
+            scores.append((skin_l1(pred, gt), *skin_precision_recall(pred, gt), deformation_error(asset, pred)[0]))
+        l1, precision, recall, deform = np.nanmean(np.array(scores, float), 0) if scores else (float("nan"),) * 4
+        return {"dev_l1": float(l1), "dev_precision": float(precision), "dev_recall": float(recall), "dev_deform": float(deform)}
 
 
 # ----------------------------------------------------------------------------- inference
