@@ -37,8 +37,8 @@ from rigging.skeleton.tokenizer import target_joints
 
 @dataclass
 class DataConfig:
-    poses_per_rig: int = 24  # examples per training rig: the bind pose, then animation frames
-    procedural_per_kind: int = 16  # procedural creatures per kind (data_prep.procedural), poses_per_rig // 4 examples each
+    poses_per_rig: int = 40  # examples per training rig: the bind pose, then animation frames
+    procedural_per_kind: int = 32  # procedural creatures per kind (data_prep.procedural), poses_per_rig // 4 examples each
     procedural_max_angle: float = 0.35  # radians: random pose of procedural creatures, per joint
     n_points: int = 4096  # surface points stored per example (training may use a subset)
     max_yaw_degrees: float = 30.0  # rotation about Y drawn from [-max, max]

@@ -305,8 +305,8 @@ def test_auto_picks_learned_on_a_character_and_says_why_when_it_falls_back():
     rec = next(r for r in records(kind="rig", split="dev") if r.file == "modular_women/Suit.glb")
     skeleton, method, note = make_skeleton(load(rec.path).mesh, "auto")
     assert method == "learned" and note == "" and len(skeleton) > 20
-    # Held-out procedural dragon: the model drops the wings, the coverage check catches it.
-    skeleton, method, note = make_skeleton(make_creature("dragon", 16).mesh, "auto")
+    # Held-out procedural dragon (seeds >= 32 were never trained on): the model's bones miss the wings.
+    skeleton, method, note = make_skeleton(make_creature("dragon", 1001).mesh, "auto")
     assert method == "geometric" and "farther from the surface" in note
     points = Mesh(np.random.default_rng(0).normal(size=(200, 3)), np.zeros((0, 3), int))
     assert make_skeleton(points, "auto")[1] == "geometric"
