@@ -39,8 +39,8 @@ from mesh3d.tokenizers import get_tokenizer, quantize_mesh
 
 @dataclass
 class DataConfig:
-    max_faces: int = 500  # targets with more faces (after 7-bit quantisation and cleaning) are skipped
-    max_tokens: int = 768  # examples with longer token sequences are dropped (the model's block)
+    max_faces: int = 1600  # targets with more faces (after 7-bit quantisation and cleaning) are skipped
+    max_tokens: int = 2304  # examples with longer token sequences are dropped (the model's block)
     augment: int = 6  # examples per training target: the target as made, then augmented copies
     procedural: int = 400  # procedural low-poly shapes (each gets augment // 2 examples)
     n_points: int = 2048  # surface points stored per example
