@@ -70,7 +70,11 @@ def build_command(argv, description: str, default_out: str, config_cls, build) -
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
     for name, default in asdict(config_cls()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(default, bool):  # a switch: type=bool would read "False" as True
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
     args = vars(parser.parse_args(argv))
     out = Path(args.pop("out"))
     index = build(out, config_cls(**args))

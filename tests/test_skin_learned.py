@@ -152,3 +152,19 @@ def test_rig_asset_with_learned_skin():
     rigged = rig_asset(creature, skeleton="geometric", skin="learned", report=report)
     assert report.skin_method == "learned" and not report.warnings
     assert rigged.skin.dense(len(rigged.skeleton)).sum(1) == pytest.approx(1.0)
+
+
+def test_data_command_reads_switches_as_switches(tmp_path, capsys):
+    from data_prep.shards import build_command
+    from data_prep.skin_data import DataConfig
+
+    seen = []
+
+    def build(out, cfg):
+        seen.append(cfg)
+        return {"shards": []}
+
+    build_command(["--out", str(tmp_path), "--poses-per-rig", "3"], "", "x", DataConfig, build)
+    build_command(["--out", str(tmp_path), "--posed-prior"], "", "x", DataConfig, build)
+    assert seen[0].posed_prior is False and seen[0].poses_per_rig == 3
+    assert seen[1].posed_prior is True

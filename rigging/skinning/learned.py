@@ -15,6 +15,9 @@ Model (`SkinNet`, Puppeteer class, for any number of joints):
   the joint's bones, relative to the nearest bone, position along the bone, facing) and adds a
   per-head bias to the point-joint attention and a term to the output logit, so the network learns
   a correction of distance-based skinning rather than skinning from scratch;
+* with `prior` (the shipped model), the geometric weights themselves (rigging.skinning.geometric,
+  computed on the input first) are a further pair feature and the output starts from them: their
+  log, times a learned gain, is added to the output logit;
 * output: per point, logits over joints (scaled dot product of the final point and joint tokens
   plus the pair term), helper joints masked, softmax.
 
@@ -67,6 +70,8 @@ N_PAIR = 6  # geometric features per (point, joint): see pair_features
 MAX_QUERIES = 6000  # vertices predicted one by one; larger meshes are interpolated from this many
 MASKED = -1e4  # logit of joints that cannot take weight (helpers, padding); finite so 0 * it stays 0
 K = 4  # influences kept per point in targets and priors
+# Post-processing of the shipped model, chosen by `tune` (never on dev): see SKIN_MODEL_CARD.md.
+SMOOTH, MIN_WEIGHT = 2, 0.15
 PRIOR_FLOOR = 1e-3  # the prior's logit is log(w + PRIOR_FLOOR): joints the geometric weights skip start far below, not at -inf
 
 
@@ -529,7 +534,8 @@ def _interpolate(src: np.ndarray, src_normals: np.ndarray, values: np.ndarray, d
     return np.einsum("dk,dkj->dj", blend, values[near])
 
 
-def finish_weights(probs: np.ndarray, faces: np.ndarray, inverse: np.ndarray, smooth: int = 1, min_weight: float = 0.15, k: int = 4) -> Skin:
+def finish_weights(probs: np.ndarray, faces: np.ndarray, inverse: np.ndarray, smooth: int = SMOOTH, min_weight: float = MIN_WEIGHT,
+                   k: int = 4) -> Skin:
     """Skin of the original vertices from `vertex_probabilities`: smoothed `smooth` times over the
     mesh, cut to the top `k`, influences below `min_weight` times the vertex's largest dropped, renormalised."""
     dense = _smooth(probs, faces, smooth)[inverse]
@@ -541,7 +547,7 @@ def finish_weights(probs: np.ndarray, faces: np.ndarray, inverse: np.ndarray, sm
 
 
 def learned_skin(mesh: Mesh, skeleton: Skeleton, weights=DEFAULT_WEIGHTS, model: SkinNet | None = None, n_points: int = 2048,
-                 seed: int = 0, smooth: int = 1, min_weight: float = 0.15, k: int = 4) -> Skin:
+                 seed: int = 0, smooth: int = SMOOTH, min_weight: float = MIN_WEIGHT, k: int = 4) -> Skin:
     """Skin weights for `mesh` on `skeleton` (in the mesh's frame) predicted by the learned model.
 
     weights: a file saved by training (ignored when `model`, a loaded SkinNet, is given).
