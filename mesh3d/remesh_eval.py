@@ -32,7 +32,7 @@ from mesh3d.remesh import DEFAULT_WEIGHTS, load_mesh_model, marching_cubes_surfa
 METHODS = ("learned", "qem", "mc")
 
 
-def dev_targets(max_faces: int = 500) -> list[tuple[str, Mesh]]:
+def dev_targets(max_faces: int = 1600) -> list[tuple[str, Mesh]]:
     """(file, mesh) of the shared corpus's DEV statics with at most max_faces faces after 7-bit
     quantisation (the learned model's training budget), as in data_prep.mesh_data."""
     from data_prep.mesh_data import corpus_targets
@@ -54,7 +54,7 @@ def folder_targets(folder) -> list[tuple[str, Mesh]]:
 
 
 def evaluate(targets: list[tuple[str, Mesh]], methods=METHODS, weights=DEFAULT_WEIGHTS, samples: int = 4, model=None,
-             faces: int = 500, log=print) -> dict:
+             faces: int = 1600, log=print) -> dict:
     """Rows (one per target and method) and per-method means; see the module docstring.
 
     faces: the learned model's face budget (it usually stops earlier, at its own EOS).
@@ -139,7 +139,8 @@ def main(argv=None) -> None:
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--data", default=None, help="folder of target meshes (default: the shared corpus's dev statics)")
     src.add_argument("--split", default="dev", choices=["dev"], help="shared corpus split (default dev; train is what the model learned)")
-    parser.add_argument("--max-faces", type=int, default=500, help="dev targets with at most this many faces (default 500, the training budget)")
+    parser.add_argument("--max-faces", type=int, default=1600, help="dev targets with at most this many faces (default 1600, the training budget)")
+    parser.add_argument("--faces", type=int, default=1600, help="the learned model's face budget (default 1600; it usually stops earlier)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N targets (0: all)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of learned,qem,mc")
     parser.add_argument("--samples", type=int, default=4, help="learned candidates per mesh (best by chamfer to the input)")
@@ -149,7 +150,7 @@ def main(argv=None) -> None:
     targets = folder_targets(args.data) if args.data else dev_targets(args.max_faces)
     if args.limit:
         targets = targets[:args.limit]
-    result = evaluate(targets, tuple(m for m in args.methods.split(",") if m), args.weights, args.samples)
+    result = evaluate(targets, tuple(m for m in args.methods.split(",") if m), args.weights, args.samples, faces=args.faces)
     print(format_table(result["summary"]))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
