@@ -39,6 +39,7 @@ from mesh3d.geometry.normalize import normalize_unit_cube
 from rigging.skinning.geometric import _vertex_normals, geometric_skin
 from rigging.skinning.learned import surface_points, top_k
 
+
 @dataclass
 class DataConfig:
     poses_per_rig: int = 16  # examples per training rig: the bind pose, then animation frames / random poses
@@ -60,7 +61,7 @@ def skin_example(vertices: np.ndarray, faces: np.ndarray, dense: np.ndarray, pri
     """One normalised example.
 
     vertices (V, 3) and joints (J, 3) of a posed asset, faces (F, 3), dense (V, J) weights, prior
-    (V, J) the geometric weights of this pose (what the model gets as input at inference).
+    (V, J) the geometric weights the model gets as input (see `posed_examples` for which pose's).
     Returns points (n_points, 6) float32 surface samples (xyz + unit normal) with point_index /
     point_weight (n_points, K) the weights interpolated from their triangle's vertices and
     point_prior_index / point_prior_weight the prior likewise; queries (n_queries, 6) randomly

@@ -274,6 +274,9 @@ def test_shipped_model_rigs_a_dev_character():
     # Every artist joint has a predicted joint near it and vice versa (a loose CD-J2J bound).
     d = np.linalg.norm(skel.joints[:, None] - gt[None], axis=2)
     assert (d.min(0).mean() + d.min(1).mean()) / 2 < 0.04 * size
+    # Beam decoding writes a valid skeleton too (the tree and the checks hold) of a similar size.
+    beamed = learned_skeleton(asset.mesh, DEFAULT_WEIGHTS, beam=3)
+    assert abs(len(beamed) - len(kept)) <= 5 and (beamed.parents < np.arange(len(beamed))).all()
 
 
 def test_coverage_check_rejects_a_skeleton_that_leaves_out_a_limb():
