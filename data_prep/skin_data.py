@@ -52,6 +52,7 @@ class DataConfig:
     scale_range: float = 0.15  # per-axis scale drawn from [1 - r, 1 + r]
     jitter: float = 0.002  # std of Gaussian noise on the points, in normalised units
     posed_prior: bool = False  # geometric prior of each pose on its own (True) or of the bind pose, carried by vertex
+    reduced: float = 0.0  # share of each asset's posed examples whose skeleton is first reduced (`reduce_skeleton`)
     seed: int = 0
 
 
@@ -91,15 +92,56 @@ def skin_example(vertices: np.ndarray, faces: np.ndarray, dense: np.ndarray, pri
             "joints": ((joints @ m.T - center) / size).astype(np.float32)}
 
 
+def reduce_skeleton(skeleton: Skeleton, dense: np.ndarray, keep: np.ndarray) -> tuple[Skeleton, np.ndarray, np.ndarray]:
+    """The skeleton with only the joints in `keep` (J,) bool (roots always kept), and the weights
+    dense (V, J) it implies: a removed joint's weight goes to its nearest kept ancestor, as if the
+    artist had rigged the shape with fewer bones. Returns the skeleton (parents re-linked to kept
+    ancestors; helper: kept joints that still carry no weight), the (V, J') weights and the (J',)
+    indices of the kept joints. Teaches the model coarse skeletons (a 2-joint prop, a geometric
+    skeleton) that no artist rig in the data has."""
+    keep = np.asarray(keep, bool) | (skeleton.parents < 0)
+    target = np.arange(len(skeleton))
+    for j, p in enumerate(skeleton.parents):  # parents precede children: target[p] is final
+        if not keep[j]:
+            target[j] = target[p]
+    kept = np.flatnonzero(keep)
+    new_index = np.full(len(skeleton), -1)
+    new_index[kept] = np.arange(len(kept))
+    reduced = np.zeros((len(dense), len(kept)))
+    np.add.at(reduced.T, new_index[target], dense.T)
+    parents = np.array([new_index[target[p]] if p >= 0 else -1 for p in skeleton.parents[kept]])
+    helper = skeleton.helper[kept] & (reduced.max(0) <= 0)
+    return Skeleton(skeleton.joints[kept], parents, [skeleton.names[k] for k in kept], helper), reduced, kept
+
+
+def random_keep(skeleton: Skeleton, rng: np.random.Generator) -> np.ndarray:
+    """(J,) bool joints to keep for `reduce_skeleton`: either the joints up to a random depth, or
+    each joint with a random probability (0.15-0.85 per example); at least two deforming joints."""
+    depth = np.zeros(len(skeleton), int)
+    for j, p in enumerate(skeleton.parents):
+        depth[j] = depth[p] + 1 if p >= 0 else 0
+    for _ in range(20):
+        if rng.random() < 0.5:
+            keep = depth <= rng.integers(1, max(2, depth.max()))
+        else:
+            keep = rng.random(len(skeleton)) < rng.uniform(0.15, 0.85)
+        if (keep & ~skeleton.helper).sum() >= 2:
+            return keep
+    return np.ones(len(skeleton), bool)
+
+
 def posed_examples(asset: Asset, n_poses: int, cfg: DataConfig, rng: np.random.Generator) -> list[dict]:
     """Examples of the bind pose and n_poses - 1 poses: frames of the asset's clips, or random poses without clips.
 
     The first example is never rotated or scaled, so each asset is also seen as the artist made it.
     The model's prior, the geometric weights (rigging.skinning.geometric), is the bind pose's for
-    every example, or each pose's own with cfg.posed_prior.
+    every example, or each pose's own with cfg.posed_prior. The last round(cfg.reduced * (n_poses - 1))
+    examples have a reduced skeleton (`reduce_skeleton`, `random_keep`), with its own prior. Each
+    example carries its skeleton's parents and helper flags.
     """
-    sk, dense = asset.skeleton, asset.skin.dense(len(asset.skeleton))
+    sk, full_dense = asset.skeleton, asset.skin.dense(len(asset.skeleton))
     clips = asset.animations or random_poses(sk, max(n_poses - 1, 1), cfg.max_angle, rng)
+    first_reduced = n_poses - int(round(cfg.reduced * (n_poses - 1)))
     out = []
     for i in range(n_poses):
         vertices, joints = asset.mesh.vertices, sk.joints
@@ -109,12 +151,22 @@ def posed_examples(asset: Asset, n_poses: int, cfg: DataConfig, rng: np.random.G
             vertices = asset.posed_vertices(anim, [frame])[0]
             world = forward_kinematics(sk.parents, anim.translations[[frame]], anim.rotations[[frame]], anim.scales[[frame]])
             joints = np.asarray(world)[0, :, :3, 3]
-        if i == 0 or cfg.posed_prior:
-            prior = geometric_skin(Mesh(vertices, asset.mesh.faces), Skeleton(joints, sk.parents, sk.names, sk.helper)).dense(len(sk))
+        example_sk, dense, kept = sk, full_dense, np.arange(len(sk))
+        reduced = i >= first_reduced
+        if reduced:
+            example_sk, dense, kept = reduce_skeleton(sk, full_dense, random_keep(sk, rng))
+        if i == 0 or reduced or cfg.posed_prior:
+            at = (vertices, joints[kept]) if cfg.posed_prior else (asset.mesh.vertices, sk.joints[kept])
+            prior = geometric_skin(Mesh(at[0], asset.mesh.faces),
+                                   Skeleton(at[1], example_sk.parents, example_sk.names, example_sk.helper)).dense(len(example_sk))
+            bind_prior = prior if i == 0 else bind_prior
+        else:
+            prior = bind_prior
         yaw = 0.0 if i == 0 else rng.uniform(-cfg.max_yaw_degrees, cfg.max_yaw_degrees)
         scale = np.ones(3) if i == 0 else rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range, 3)
-        out.append(skin_example(vertices, asset.mesh.faces, dense, prior, joints, rng, cfg.n_points, cfg.n_queries, yaw, scale,
-                                cfg.jitter if i else 0.0))
+        example = skin_example(vertices, asset.mesh.faces, dense, prior, joints[kept], rng, cfg.n_points, cfg.n_queries, yaw, scale,
+                               cfg.jitter if i else 0.0)
+        out.append(example | {"parents": example_sk.parents, "helper": example_sk.helper})
     return out
 
 
@@ -123,13 +175,13 @@ HALF = ("points", "queries", "point_weight", "query_weight", "point_prior_weight
 FIXED = INDEX + HALF
 
 
-def write_shard(path: Path, examples: list[dict], parents: np.ndarray, helper: np.ndarray, metadata: dict) -> None:
-    """Examples of one asset (same skeleton) as one shard (data_prep.shards)."""
+def write_shard(path: Path, examples: list[dict], metadata: dict) -> None:
+    """Examples of one asset (each with its skeleton's joints, parents and helper flags) as one shard (data_prep.shards)."""
     fixed = {key: np.stack([e[key] for e in examples]) for key in FIXED}
     fixed |= {key: fixed[key].astype(np.float16) for key in HALF}
     ragged = {"joints": [np.asarray(e["joints"], np.float32) for e in examples],
-              "parents": [np.asarray(parents, np.int64)] * len(examples),
-              "helper": [np.asarray(helper, np.uint8)] * len(examples)}
+              "parents": [np.asarray(e["parents"], np.int64) for e in examples],
+              "helper": [np.asarray(e["helper"], np.uint8) for e in examples]}
     shard_io.write_shard(path, fixed, ragged, metadata)
 
 
@@ -157,7 +209,7 @@ def build(out: Path, cfg: DataConfig, rigs: list | None = None, log=print) -> di
 
     def add(source, asset, examples):
         name = f"train/{len(shards):04d}.safetensors"
-        write_shard(out / name, examples, asset.skeleton.parents, asset.skeleton.helper, {"source": source, "split": "train"})
+        write_shard(out / name, examples, {"source": source, "split": "train"})
         shards.append({"file": name, "split": "train", "source": source, "examples": len(examples), "joints": len(asset.skeleton)})
 
     for i, rec in enumerate(rigs):

@@ -267,6 +267,22 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     assert files == {"model.safetensors", "optimizer.safetensors", "state.json", "log.csv"}
 
 
+def test_weight_average_resumes_exactly_and_is_what_is_saved(tmp_path):
+    straight = train(ToyTask(), toy_config(tmp_path / "a", ema=0.9))
+    train(ToyTask(), toy_config(tmp_path / "b", ema=0.9), stop_at=7)
+    resumed = train(ToyTask(), toy_config(tmp_path / "b", ema=0.9))
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    raw = train(ToyTask(), toy_config(tmp_path / "c"))  # the same run without the average
+    assert any(not torch.equal(p, q) for p, q in zip(straight.parameters(), raw.parameters()))
+    saved = ToyTask().build_model()
+    load_weights(saved, tmp_path / "a" / "model.safetensors")
+    for (name, p), q in zip(straight.state_dict().items(), saved.state_dict().values()):
+        assert torch.equal(p, q), name
+    with pytest.raises(Mesh3DError, match="without ema"):  # a checkpoint of a run without it
+        train(ToyTask(), toy_config(tmp_path / "c", max_steps=14, ema=0.9))
+
+
 def test_exported_weights_rebuild_the_model_without_pickle(tmp_path):
     options = {"seq_len": 4}
     model = train(ToyTask(**options), toy_config(tmp_path, max_steps=4), "mesh3d.nn.toy:ToyTask", options)

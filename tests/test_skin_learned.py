@@ -6,15 +6,16 @@ import torch
 
 from data_prep.procedural import make_creature
 from mesh3d.asset import Mesh, Skeleton, Skin
-from rigging.skinning.learned import (DEFAULT_WEIGHTS, build_model, collate, hop_buckets, learned_skin, prepare,
-                                      skin_problems, soft_cross_entropy)
+from rigging.skinning.learned import (DEFAULT_WEIGHTS, GATE_INIT, build_model, choose_post_processing, collate, hop_buckets,
+                                      learned_skin, prepare, skin_problems, soft_cross_entropy)
 
 TINY = dict(n_embd=32, n_head=2, n_layer=2, n_latents=4, n_freqs=3, pair_hidden=8)
 
 
 def tiny_model(seed=0, prior=False):
+    """prior: False, True (geometric prior in the logits) or "gate" (and mixed in by a gate)."""
     torch.manual_seed(seed)
-    return build_model(TINY | {"prior": prior}).eval()
+    return build_model(TINY | {"prior": bool(prior), "gate": prior == "gate"}).eval()
 
 
 def random_tree(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -32,7 +33,7 @@ def test_hop_buckets_on_a_small_tree():
     assert (np.diag(b) == 0).all()
 
 
-@pytest.mark.parametrize("prior", [False, True])
+@pytest.mark.parametrize("prior", [False, True, "gate"])
 def test_permuting_joints_permutes_the_outputs(prior):
     rng = np.random.default_rng(0)
     j, n = 12, 300
@@ -59,7 +60,7 @@ def test_permuting_joints_permutes_the_outputs(prior):
     assert np.abs(a[:, 5]).max() < 1e-6  # the helper takes nothing
 
 
-@pytest.mark.parametrize("prior", [False, True])
+@pytest.mark.parametrize("prior", [False, True, "gate"])
 def test_learned_skin_is_independent_of_joint_order(prior):
     creature = make_creature("quadruped", 3)
     sk = creature.skeleton
@@ -77,7 +78,7 @@ def test_learned_skin_is_independent_of_joint_order(prior):
     np.testing.assert_allclose(b, a[:, perm], atol=1e-4)
 
 
-@pytest.mark.parametrize("n_joints,prior", [(2, False), (7, False), (71, False), (200, False), (2, True), (200, True)])
+@pytest.mark.parametrize("n_joints,prior", [(2, False), (7, False), (71, False), (200, False), (2, True), (200, True), (2, "gate"), (200, "gate")])
 def test_any_joint_count_gives_valid_weights(n_joints, prior):
     creature = make_creature("humanoid", 0)
     rng = np.random.default_rng(n_joints)
@@ -93,6 +94,31 @@ def test_any_joint_count_gives_valid_weights(n_joints, prior):
     assert (dense >= 0).all() and (dense[:, helper] == 0).all()
 
 
+def test_gated_model_starts_from_the_prior():
+    rng = np.random.default_rng(3)
+    j, n = 9, 200
+    parents = random_tree(j, rng)
+    normals = rng.normal(size=(n, 3))
+    points = np.concatenate([rng.uniform(-0.5, 0.5, (n, 3)), normals / np.linalg.norm(normals, axis=1, keepdims=True)], 1)
+    x = prepare(points, rng.uniform(-0.4, 0.4, (j, 3)), parents, np.zeros(j, bool))
+    index = torch.from_numpy(rng.choice(j, (1, n, 4)))
+    weight = torch.from_numpy(rng.dirichlet(np.ones(4), (1, n)).astype(np.float32))
+    x.update(point_prior_index=index, point_prior_weight=weight)
+    with torch.no_grad():
+        out = tiny_model(prior="gate").encode(x)["logits"].softmax(-1)
+    prior = torch.zeros(1, n, j).scatter_add_(-1, index, weight)
+    share = 1 - torch.sigmoid(torch.tensor(GATE_INIT))  # untrained, the gate is the same everywhere
+    assert torch.all(out >= share * prior - 1e-5)
+    np.testing.assert_allclose(out.sum(-1).numpy(), 1.0, atol=1e-5)
+
+
+def test_post_processing_choice_takes_the_least_deformation_within_the_bounds():
+    row = lambda s, p, r, d: {"smooth": s, "min_weight": 0.1, "precision": p, "recall": r, "deform_mean": d}
+    rows = [row(0, 0.95, 0.80, 0.10), row(1, 0.90, 0.86, 0.30), row(2, 0.86, 0.90, 0.20)]
+    assert choose_post_processing(rows)["smooth"] == 2  # the first deforms least but misses recall
+    assert choose_post_processing(rows[:1] + [row(3, 0.70, 0.99, 0.05)])["smooth"] == 0  # none within: best lower bound
+
+
 def test_skin_problems_finds_unweighted_chains():
     sk = Skeleton(np.zeros((4, 3)), [-1, 0, 1, 0], ["a", "b", "c", "d"])
     all_on_root = Skin(np.zeros((3, 1), int), np.ones((3, 1)))
@@ -101,7 +127,7 @@ def test_skin_problems_finds_unweighted_chains():
     assert skin_problems(spread, sk) == []
 
 
-@pytest.mark.parametrize("prior", [False, True])
+@pytest.mark.parametrize("prior", [False, True, "gate"])
 def test_tiny_model_overfits_one_creature(prior):
     from data_prep.skin_data import DataConfig, posed_examples
 
@@ -168,3 +194,41 @@ def test_data_command_reads_switches_as_switches(tmp_path, capsys):
     build_command(["--out", str(tmp_path), "--posed-prior"], "", "x", DataConfig, build)
     assert seen[0].posed_prior is False and seen[0].poses_per_rig == 3
     assert seen[1].posed_prior is True
+
+
+def test_reduced_skeleton_moves_weight_to_kept_ancestors():
+    from data_prep.skin_data import random_keep, reduce_skeleton
+
+    creature = make_creature("quadruped", 2)
+    sk, dense = creature.skeleton, creature.skin.dense(len(creature.skeleton))
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        keep = random_keep(sk, rng)
+        small, weights, kept = reduce_skeleton(sk, dense, keep)
+        assert len(small) == len(kept) >= 2 and (small.parents < np.arange(len(small))).all()
+        np.testing.assert_allclose(weights.sum(1), dense.sum(1))  # no weight lost
+        np.testing.assert_allclose(small.joints, sk.joints[kept])
+        # every removed joint's weight sits on its nearest kept ancestor
+        for j in np.flatnonzero(~np.isin(np.arange(len(sk)), kept)):
+            a = sk.parents[j]
+            while a not in kept:
+                a = sk.parents[a]
+            assert (weights[dense[:, j] > 0.99, np.searchsorted(kept, a)] > 0.99).all()
+    # Down to the root and one child: a two-joint rig, like a prop on a spring.
+    only = np.zeros(len(sk), bool)
+    only[np.flatnonzero(sk.parents == 0)[0]] = True
+    small, weights, _ = reduce_skeleton(sk, dense, only)
+    assert len(small) == 2 and small.parents.tolist() == [-1, 0]
+
+
+def test_skin_data_with_reduced_skeletons():
+    from data_prep.skin_data import DataConfig, posed_examples
+
+    creature = make_creature("humanoid", 1)
+    examples = posed_examples(creature, 4, DataConfig(n_points=64, n_queries=32, reduced=0.7), np.random.default_rng(0))
+    counts = [len(e["parents"]) for e in examples]
+    assert counts[:2] == [len(creature.skeleton)] * 2 and all(c < len(creature.skeleton) for c in counts[2:])
+    for e in examples:
+        assert len(e["joints"]) == len(e["parents"]) == len(e["helper"])
+        assert e["query_index"].max() < len(e["parents"]) and e["query_prior_index"].max() < len(e["parents"])
+        np.testing.assert_allclose(e["query_weight"].sum(1), 1.0, atol=1e-5)

@@ -18,12 +18,15 @@ Config file (TOML or JSON) layout:
     max_steps = 200
 
 Files in out_dir: log.csv (step,split,name,value), checkpoint/ (model.safetensors,
-optimizer.safetensors, state.json), and model.safetensors (the final weights, with the task and
-its options in the metadata). A run restarted with the same config resumes from checkpoint/.
-A run with `init_from` (and no checkpoint yet) starts from those weights instead of a fresh model.
+optimizer.safetensors, state.json; average.safetensors with `ema`), and model.safetensors (the
+final weights, with the task and its options in the metadata; with `ema`, the moving average of
+the weights, which smooths out the last steps' noise). A run restarted with the same config
+resumes from checkpoint/. A run with `init_from` (and no checkpoint yet) starts from those weights
+instead of a fresh model.
 """
 
 import argparse
+import copy
 import csv
 import dataclasses
 import importlib
@@ -86,6 +89,7 @@ class TrainConfig:
     ckpt_every: int = 100
     seed: int = 0
     init_from: str = ""  # weights file (same architecture) to start from instead of a fresh model: fine-tuning
+    ema: float = 0.0  # > 0: decay of a moving average of the weights, which is then what is evaluated and saved
 
 
 def batch_indices(n_items: int, batch_size: int, step: int, rank: int, world_size: int, seed: int = 0) -> torch.Tensor:
@@ -153,12 +157,15 @@ def load_config(path) -> tuple[str, dict, TrainConfig]:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(out_dir: Path, model, optimizer, step: int, metadata: dict) -> None:
-    """Write out_dir/checkpoint/ atomically: a crash mid-write leaves the previous one intact."""
+def save_checkpoint(out_dir: Path, model, optimizer, step: int, metadata: dict, average=None) -> None:
+    """Write out_dir/checkpoint/ atomically: a crash mid-write leaves the previous one intact.
+    average: the moving average of the weights (TrainConfig.ema), kept beside the model."""
     tmp, final, old = out_dir / "checkpoint.tmp", out_dir / "checkpoint", out_dir / "checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_weights(model, tmp / "model.safetensors", metadata | {"step": step})
+    if average is not None:
+        save_weights(average, tmp / "average.safetensors", metadata | {"step": step})
     optim_state = save_optimizer(optimizer, tmp / "optimizer.safetensors", {"rng.torch": torch.get_rng_state()})
     (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": optim_state}, indent=1))
     if final.exists():
@@ -167,11 +174,16 @@ def save_checkpoint(out_dir: Path, model, optimizer, step: int, metadata: dict) 
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(out_dir: Path, model, optimizer, device) -> int:
-    """Restore model, optimiser and RNG from out_dir/checkpoint/; return the step to continue at."""
+def load_checkpoint(out_dir: Path, model, optimizer, device, average=None) -> int:
+    """Restore model, optimiser, RNG (and the weights' moving average) from out_dir/checkpoint/;
+    return the step to continue at."""
     ckpt = out_dir / "checkpoint"
     state = json.loads((ckpt / "state.json").read_text())
     load_weights(model, ckpt / "model.safetensors", device)
+    if average is not None:
+        if not (ckpt / "average.safetensors").exists():
+            raise Mesh3DError(f"{ckpt} was written without ema; resume with the config that started the run")
+        load_weights(average, ckpt / "average.safetensors", device)
     extra = load_optimizer(optimizer, ckpt / "optimizer.safetensors", state["optimizer"])
     torch.set_rng_state(extra["rng.torch"])
     return state["step"]
@@ -220,7 +232,8 @@ def train(task, cfg: TrainConfig, task_spec: str = "", task_options: dict | None
 
     task_spec and task_options are recorded in the weights' metadata so they can be rebuilt.
     stop_at: checkpoint and return after this step (to split a run into chunks); the schedule
-    still follows cfg.max_steps. Returns the trained model (unwrapped from DDP).
+    still follows cfg.max_steps. Returns the trained model (unwrapped from DDP), or with cfg.ema
+    the moving average of its weights, which is also what is evaluated and saved.
     """
     rank, world_size, device = _setup_distributed()
     out_dir = Path(cfg.out_dir)
@@ -231,10 +244,12 @@ def train(task, cfg: TrainConfig, task_spec: str = "", task_options: dict | None
     model = task.build_model().to(device)
     optimizer = configure_optimizer(model, cfg)
     step = 0
-    if (out_dir / "checkpoint" / "state.json").exists():
-        step = load_checkpoint(out_dir, model, optimizer, device)
-    elif cfg.init_from:
+    resume = (out_dir / "checkpoint" / "state.json").exists()
+    if cfg.init_from and not resume:
         load_weights(model, cfg.init_from, device)
+    average = copy.deepcopy(model).requires_grad_(False) if cfg.ema else None  # starts at the starting weights
+    if resume:
+        step = load_checkpoint(out_dir, model, optimizer, device, average)
     ddp_model = DistributedDataParallel(model) if world_size > 1 else model
     metadata = {"task": task_spec, "task_options": task_options or {}, "train": dataclasses.asdict(cfg)}
     log = CSVLog(out_dir / "log.csv", step) if is_main else None
@@ -242,11 +257,13 @@ def train(task, cfg: TrainConfig, task_spec: str = "", task_options: dict | None
         print(f"training {task_spec or type(task).__name__}: {sum(p.numel() for p in model.parameters()):,} parameters, "
               f"{world_size} process(es) on {device}, from step {step}", flush=True)
 
+    kept = average if average is not None else model  # what is evaluated, saved and returned
+
     def evaluate(at_step):
         if is_main:
-            model.eval()
+            kept.eval()
             with torch.no_grad():
-                metrics = task.evaluate(model)
+                metrics = task.evaluate(kept)
             model.train()
             log.write(at_step, "eval", metrics)
             print(f"step {at_step} eval " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
@@ -255,7 +272,7 @@ def train(task, cfg: TrainConfig, task_spec: str = "", task_options: dict | None
 
     def checkpoint(at_step):
         if is_main:
-            save_checkpoint(out_dir, model, optimizer, at_step, metadata)
+            save_checkpoint(out_dir, model, optimizer, at_step, metadata, average)
         if world_size > 1:
             dist.barrier()
 
@@ -274,6 +291,8 @@ def train(task, cfg: TrainConfig, task_spec: str = "", task_options: dict | None
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         optimizer.step()
         step += 1
+        if average is not None:
+            update_average(average, model, min(cfg.ema, (1 + step) / (10 + step)))
         if step % cfg.log_every == 0 or step == last:
             loss_value = loss.detach().clone()
             if world_size > 1:  # the mean over ranks (gloo has no AVG)
@@ -291,11 +310,23 @@ def train(task, cfg: TrainConfig, task_spec: str = "", task_options: dict | None
     if step == cfg.max_steps:
         evaluate(step)
         if is_main:
-            save_weights(model, out_dir / "model.safetensors", metadata | {"step": step})
+            save_weights(kept, out_dir / "model.safetensors", metadata | {"step": step})
     if world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return model
+    return kept
+
+
+@torch.no_grad()
+def update_average(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * model, tensor by tensor (integer buffers copied).
+    The decay is smaller in the first steps ((1 + step) / (10 + step)), so the average soon forgets
+    the random start; every DDP rank holds the same parameters, so the same average."""
+    for a, m in zip(average.state_dict().values(), model.state_dict().values()):
+        if a.is_floating_point():
+            a.lerp_(m, 1.0 - decay)
+        else:
+            a.copy_(m)
 
 
 def main(argv=None):
