@@ -7,7 +7,10 @@ Sources:
   kinematics and linear blend skinning, joints moved with their frames, the same weights. Rigs
   without clips (the modular characters) get random poses (every joint turned about a random axis
   by up to `max_angle`);
-* procedural creatures (data_prep.procedural.make_creature) with random poses likewise.
+* procedural creatures (data_prep.procedural.make_creature) with random poses likewise;
+* coarser skeletons of the same assets (`reduced`, `reduce_skeleton`): some joints removed, their
+  weight given to the nearest kept ancestor, so the model also meets 2-joint props and skeletons
+  as sparse as the geometric or learned ones.
 
 Every example is rotated about the up axis (Y), scaled per axis, normalised (bounding box centred,
 longest side 1, as at inference) and sampled: `n_points` surface points with smooth normals
@@ -52,7 +55,7 @@ class DataConfig:
     scale_range: float = 0.15  # per-axis scale drawn from [1 - r, 1 + r]
     jitter: float = 0.002  # std of Gaussian noise on the points, in normalised units
     posed_prior: bool = False  # geometric prior of each pose on its own (True) or of the bind pose, carried by vertex
-    reduced: float = 0.0  # share of each asset's posed examples whose skeleton is first reduced (`reduce_skeleton`)
+    reduced: float = 0.4  # share of each asset's posed examples whose skeleton is first reduced (`reduce_skeleton`)
     seed: int = 0
 
 

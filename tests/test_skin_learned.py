@@ -112,11 +112,10 @@ def test_gated_model_starts_from_the_prior():
     np.testing.assert_allclose(out.sum(-1).numpy(), 1.0, atol=1e-5)
 
 
-def test_post_processing_choice_takes_the_least_deformation_within_the_bounds():
-    row = lambda s, p, r, d: {"smooth": s, "min_weight": 0.1, "precision": p, "recall": r, "deform_mean": d}
-    rows = [row(0, 0.95, 0.80, 0.10), row(1, 0.90, 0.86, 0.30), row(2, 0.86, 0.90, 0.20)]
-    assert choose_post_processing(rows)["smooth"] == 2  # the first deforms least but misses recall
-    assert choose_post_processing(rows[:1] + [row(3, 0.70, 0.99, 0.05)])["smooth"] == 0  # none within: best lower bound
+def test_post_processing_choice_balances_precision_and_recall_with_smoothing():
+    row = lambda s, p, r: {"smooth": s, "min_weight": 0.1, "precision": p, "recall": r, "deform_mean": 0.3}
+    rows = [row(0, 0.95, 0.95), row(1, 0.99, 0.80), row(1, 0.90, 0.88), row(2, 0.86, 0.90)]
+    assert choose_post_processing(rows) == rows[2]  # the unsmoothed row is better but not a candidate
 
 
 def test_skin_problems_finds_unweighted_chains():
