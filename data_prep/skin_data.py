@@ -120,9 +120,7 @@ def reduce_skeleton(skeleton: Skeleton, dense: np.ndarray, keep: np.ndarray) -> 
 def random_keep(skeleton: Skeleton, rng: np.random.Generator) -> np.ndarray:
     """(J,) bool joints to keep for `reduce_skeleton`: either the joints up to a random depth, or
     each joint with a random probability (0.15-0.85 per example); at least two deforming joints."""
-    depth = np.zeros(len(skeleton), int)
-    for j, p in enumerate(skeleton.parents):
-        depth[j] = depth[p] + 1 if p >= 0 else 0
+    depth = skeleton.depths()
     for _ in range(20):
         if rng.random() < 0.5:
             keep = depth <= rng.integers(1, max(2, depth.max()))
@@ -162,9 +160,10 @@ def posed_examples(asset: Asset, n_poses: int, cfg: DataConfig, rng: np.random.G
             at = (vertices, joints[kept]) if cfg.posed_prior else (asset.mesh.vertices, sk.joints[kept])
             prior = geometric_skin(Mesh(at[0], asset.mesh.faces),
                                    Skeleton(at[1], example_sk.parents, example_sk.names, example_sk.helper)).dense(len(example_sk))
-            bind_prior = prior if i == 0 else bind_prior
         else:
-            prior = bind_prior
+            prior = bind_prior  # the bind pose's, carried by vertex
+        if i == 0:
+            bind_prior = prior
         yaw = 0.0 if i == 0 else rng.uniform(-cfg.max_yaw_degrees, cfg.max_yaw_degrees)
         scale = np.ones(3) if i == 0 else rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range, 3)
         example = skin_example(vertices, asset.mesh.faces, dense, prior, joints[kept], rng, cfg.n_points, cfg.n_queries, yaw, scale,

@@ -139,6 +139,13 @@ class Skeleton:
     def __len__(self) -> int:
         return len(self.joints)
 
+    def depths(self) -> np.ndarray:
+        """(J,) number of bones between each joint and its root (0 for roots)."""
+        depth = np.zeros(len(self), int)
+        for j, p in enumerate(self.parents):  # parents precede children
+            depth[j] = 0 if p < 0 else depth[p] + 1
+        return depth
+
     def children(self, j: int) -> list[int]:
         return [int(c) for c in np.flatnonzero(self.parents == j)]
 

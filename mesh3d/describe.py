@@ -33,14 +33,11 @@ def describe(asset: Asset) -> dict:
     }
     sk = asset.skeleton
     if sk is not None:
-        depth = np.zeros(len(sk), int)
-        for j, p in enumerate(sk.parents):
-            depth[j] = 0 if p < 0 else depth[p] + 1
         out["skeleton"] = {
             "joints": len(sk),
             "helper_joints": int(sk.helper.sum()),
             "roots": [sk.names[j] for j in np.flatnonzero(sk.parents < 0)],
-            "depth": int(depth.max()) + 1,
+            "depth": int(sk.depths().max()) + 1,
             "max_influences": int(asset.skin.indices.shape[1]) if asset.skin is not None else 0,
         }
     for a in asset.animations:

@@ -65,10 +65,7 @@ def test_learned_skin_is_independent_of_joint_order(prior):
     creature = make_creature("quadruped", 3)
     sk = creature.skeleton
     # Another topological order: reverse the order of the joints at every depth.
-    depth = np.zeros(len(sk), int)
-    for j, p in enumerate(sk.parents):
-        depth[j] = depth[p] + 1 if p >= 0 else 0
-    perm = np.lexsort([-np.arange(len(sk)), depth])
+    perm = np.lexsort([-np.arange(len(sk)), sk.depths()])
     inverse = np.argsort(perm)
     permuted = Skeleton(sk.joints[perm], np.where(sk.parents[perm] >= 0, inverse[np.maximum(sk.parents[perm], 0)], -1),
                         [sk.names[i] for i in perm])
