@@ -6,8 +6,8 @@ import torch
 
 from data_prep.procedural import make_creature
 from mesh3d.asset import Mesh, Skeleton, Skin
-from rigging.skinning.learned import (DEFAULT_WEIGHTS, GATE_INIT, build_model, choose_post_processing, collate, hop_buckets,
-                                      learned_skin, prepare, skin_problems, soft_cross_entropy)
+from rigging.skinning.learned import (DEFAULT_WEIGHTS, GATE_INIT, build_model, choose_post_processing, collate, dense_prior,
+                                      hop_buckets, learned_skin, prepare, skin_problems, soft_cross_entropy)
 
 TINY = dict(n_embd=32, n_head=2, n_layer=2, n_latents=4, n_freqs=3, pair_hidden=8)
 
@@ -16,6 +16,12 @@ def tiny_model(seed=0, prior=False):
     """prior: False, True (geometric prior in the logits) or "gate" (and mixed in by a gate)."""
     torch.manual_seed(seed)
     return build_model(TINY | {"prior": bool(prior), "gate": prior == "gate"}).eval()
+
+
+def random_points(n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 6) points in the normalised cube with random unit normals."""
+    normals = rng.normal(size=(n, 3))
+    return np.concatenate([rng.uniform(-0.5, 0.5, (n, 3)), normals / np.linalg.norm(normals, axis=1, keepdims=True)], 1)
 
 
 def random_tree(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -41,8 +47,7 @@ def test_permuting_joints_permutes_the_outputs(prior):
     joints = rng.uniform(-0.4, 0.4, (j, 3))
     helper = np.zeros(j, bool)
     helper[5] = True
-    normals = rng.normal(size=(n, 3))
-    points = np.concatenate([rng.uniform(-0.5, 0.5, (n, 3)), normals / np.linalg.norm(normals, axis=1, keepdims=True)], 1)
+    points = random_points(n, rng)
     perm = rng.permutation(j)  # any order, parents need not come first
     inverse = np.argsort(perm)
     parents_p = np.where(parents[perm] >= 0, inverse[np.maximum(parents[perm], 0)], -1)
@@ -95,15 +100,14 @@ def test_gated_model_starts_from_the_prior():
     rng = np.random.default_rng(3)
     j, n = 9, 200
     parents = random_tree(j, rng)
-    normals = rng.normal(size=(n, 3))
-    points = np.concatenate([rng.uniform(-0.5, 0.5, (n, 3)), normals / np.linalg.norm(normals, axis=1, keepdims=True)], 1)
+    points = random_points(n, rng)
     x = prepare(points, rng.uniform(-0.4, 0.4, (j, 3)), parents, np.zeros(j, bool))
     index = torch.from_numpy(rng.choice(j, (1, n, 4)))
     weight = torch.from_numpy(rng.dirichlet(np.ones(4), (1, n)).astype(np.float32))
     x.update(point_prior_index=index, point_prior_weight=weight)
     with torch.no_grad():
         out = tiny_model(prior="gate").encode(x)["logits"].softmax(-1)
-    prior = torch.zeros(1, n, j).scatter_add_(-1, index, weight)
+    prior = dense_prior(index, weight, j)
     share = 1 - torch.sigmoid(torch.tensor(GATE_INIT))  # untrained, the gate is the same everywhere
     assert torch.all(out >= share * prior - 1e-5)
     np.testing.assert_allclose(out.sum(-1).numpy(), 1.0, atol=1e-5)
