@@ -336,11 +336,12 @@ class SkinNet(nn.Module):
 
     def _logits(self, p, j, pair_logit, x, prior):
         """Output logits (B, N, J); with a gate, the log of the mixture with the prior (softmax gives the mixture back)."""
-        logits = torch.einsum("bnd,bjd->bnj", self.head_p(self.ln_p(p)), self.head_j(self.ln_j(j))) / math.sqrt(p.size(-1))
+        p = self.ln_p(p)
+        logits = torch.einsum("bnd,bjd->bnj", self.head_p(p), self.head_j(self.ln_j(j))) / math.sqrt(p.size(-1))
         logits = (logits + pair_logit).masked_fill(~x["deform"][:, None], MASKED)
         if self.gate is None:
             return logits
-        a = torch.sigmoid(self.gate(self.ln_p(p)))
+        a = torch.sigmoid(self.gate(p))
         mix = (1 - a) * prior + a * logits.softmax(-1)
         return torch.log(mix.clamp_min(1e-12)).masked_fill(~x["deform"][:, None], MASKED)
 
