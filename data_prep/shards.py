@@ -42,6 +42,10 @@ def read_shards(folder, split: str, fixed: tuple[str, ...], ragged: tuple[str, .
         if shard["split"] != split:
             continue
         t = load_file(str(folder / shard["file"]))
+        missing = [name for name in fixed + ragged if name not in t]
+        if missing:
+            raise Mesh3DError(f"{folder / shard['file']} has no {', '.join(missing)}: it was built by an older version; "
+                              f"rebuild with `{rebuild} --out {folder}`")
         off = t["offsets"].tolist()
         for e in range(len(off) - 1):
             example = {name: t[name][e].float() if t[name].dtype == torch.float16 else t[name][e] for name in fixed}

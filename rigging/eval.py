@@ -9,7 +9,8 @@ longest side 1, so coordinates lie in [-0.5, 0.5]) and reported x100, as the pap
 
 Skinning is judged with the ground-truth skeleton given (L1, precision and recall of the set of
 influencing joints) and by deformation: the ground-truth clips pose the mesh with the predicted
-and with the ground-truth weights, and the vertex distance is reported in % of the bbox diagonal.
+and with the ground-truth weights, and the vertex distance is reported in % of the bbox diagonal. Rigs without clips (and, for a
+second look, every rig) can also be posed by our own motion library (`library_clips`).
 
 Bones are sampled every ``BONE_STEP`` (ends included) and joints closer than ``MERGE_DISTANCE`` are
 merged first. Only ground-truth joints that carry skin weight count (helpers such as IK targets or
@@ -18,6 +19,7 @@ a bare root at the feet are dropped, their children reattached to the nearest ke
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Optional
 
@@ -187,12 +189,30 @@ def predict_skin(asset: Asset, method: str) -> np.ndarray:
     raise Mesh3DError(f"unknown skinning method {method!r}; use one of {', '.join(SKIN_METHODS)}")
 
 
-def skin_metrics(asset: Asset, pred: np.ndarray) -> dict:
-    """Skinning and deformation metrics of dense (V, J) weights against the asset's own."""
+def library_clips(asset: Asset) -> list:
+    """One clip of every motion of rigging.animate.motions that fits the asset's rig (walk, wave,
+    swim, ...): poses for the deformation error of rigs that come without clips."""
+    from rigging.animate.chains import label_chains
+    from rigging.animate.motions import list_motions, make_motion
+
+    labels = label_chains(asset.skeleton, asset.mesh)
+    clips = []
+    for name, _ in list_motions():
+        try:
+            clips.append(make_motion(name, asset, labels))
+        except Mesh3DError:  # the motion does not fit this kind of rig
+            pass
+    return clips
+
+
+def skin_metrics(asset: Asset, pred: np.ndarray, library: Optional[list] = None) -> dict:
+    """Skinning and deformation metrics of dense (V, J) weights against the asset's own; with
+    ``library`` (clips from `library_clips`) also ``deform_library``, the mean deformation error under them."""
     gt = asset.skin.dense(len(asset.skeleton))
     precision, recall = skin_precision_recall(pred, gt)
     mean, worst = deformation_error(asset, pred)
-    return {
+    extra = {} if library is None else {"deform_library": deformation_error(dataclasses.replace(asset, animations=library), pred)[0]}
+    return extra | {
         "skin_l1": skin_l1(pred, gt),
         "skin_precision": precision,
         "skin_recall": recall,
@@ -202,7 +222,7 @@ def skin_metrics(asset: Asset, pred: np.ndarray) -> dict:
     }
 
 
-def evaluate_rig(path, skin: str = "geometric", skeleton: str = "geometric") -> dict:
+def evaluate_rig(path, skin: str = "geometric", skeleton: str = "geometric", library_motions: bool = False) -> dict:
     """One row of a rigger against a rigged file's ground truth.
 
     Skeleton metrics compare the skeleton by ``skeleton`` (one of ``SKELETON_METHODS``, made by
@@ -211,6 +231,7 @@ def evaluate_rig(path, skin: str = "geometric", skeleton: str = "geometric") -> 
     ``skin`` (see :func:`predict_skin`), computed on the file's own skeleton, with the file's.
     Times in seconds. A failure is recorded in ``error`` instead of raising; vertices the skinning
     left without weight are counted in ``unweighted`` (Blender's bone heat failures).
+    library_motions: also the deformation error under our motion library (`library_clips`).
     """
     from mesh3d.io import load
     from rigging.skeleton.auto import make_skeleton
@@ -226,13 +247,13 @@ def evaluate_rig(path, skin: str = "geometric", skeleton: str = "geometric") -> 
         t = time.perf_counter()
         pred = predict_skin(asset, skin)
         row["skin_s"] = time.perf_counter() - t
-        row.update(skin_metrics(asset, pred))
+        row.update(skin_metrics(asset, pred, library_clips(asset) if library_motions else None))
     except Exception as e:  # the harness counts failures rather than stopping at the first
         row["error"] = f"{type(e).__name__}: {e}"
     return row
 
 
-SUMMARY_KEYS = ["cd_j2j", "cd_j2b", "cd_b2b", "skin_l1", "skin_precision", "skin_recall", "deform_mean", "deform_max", "skeleton_s", "skin_s", "joints"]
+SUMMARY_KEYS = ["cd_j2j", "cd_j2b", "cd_b2b", "skin_l1", "skin_precision", "skin_recall", "deform_mean", "deform_max", "deform_library", "skeleton_s", "skin_s", "joints"]
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -241,8 +262,8 @@ def summarise(rows: list[dict]) -> dict:
     ok = [r for r in rows if "error" not in r]
 
     def over_rows(stat, key: str) -> float:
-        values = np.array([r[key] for r in ok], float)
-        values = values[~np.isnan(values)]  # deformation is nan for files without clips
+        values = np.array([r.get(key, np.nan) for r in ok], float)
+        values = values[~np.isnan(values)]  # deformation is nan for files without clips (deform_library when not asked)
         return float(stat(values)) if len(values) else float("nan")
 
     out = {k: over_rows(np.mean, k) for k in SUMMARY_KEYS}
@@ -308,7 +329,8 @@ def print_row(row: dict) -> None:
     print(
         f"{row['file']:<44} J {row['joints']:2d}/{row['gt_joints']:2d}  J2J {row['cd_j2j']:5.2f}  J2B {row['cd_j2b']:5.2f}"
         f"  B2B {row['cd_b2b']:5.2f}  L1 {row['skin_l1']:.3f}  P {row['skin_precision']:.3f}  R {row['skin_recall']:.3f}"
-        f"  def {row['deform_mean']:.3f}/{row['deform_max']:.2f}%  unw {row['unweighted']:5d}  skin {row['skin_s']:.2f}s",
+        f"  def {row['deform_mean']:.3f}/{row['deform_max']:.2f}%" + (f"  lib {row['deform_library']:.3f}%" if "deform_library" in row else "")
+        + f"  unw {row['unweighted']:5d}  skin {row['skin_s']:.2f}s",
         flush=True,
     )
 
@@ -323,7 +345,7 @@ def print_summary(summaries: dict) -> None:
 
 def main(argv: Optional[list[str]] = None) -> None:
     """``mesh3d eval rig`` (or ``python -m rigging.eval``) ``[--split dev|train|all | --data DIR]
-    [--skeleton geometric|learned|auto] [--skin geometric|blender|both] [--out REPORT.json]`` evaluates
+    [--skeleton geometric|learned|auto] [--skin geometric|blender|learned|both] [--library-motions] [--out REPORT.json]`` evaluates
     a skeleton method and our geometric skinning (and/or Blender's bone heat weights) on
     rigged GLBs and prints per-asset rows and a summary table; ``--bench FACES`` instead prints the
     speed and peak memory of rigging a mesh of at least FACES faces (and, with the Blender venv,
@@ -339,6 +361,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--data", type=Path, help="evaluate every .glb in this folder instead of the shared rigs")
     parser.add_argument("--skeleton", default="geometric", choices=SKELETON_METHODS, help="skeleton method (default geometric)")
     parser.add_argument("--skin", default="both", choices=[*SKIN_METHODS, "both"], help="skinning method(s) on the GT skeleton (default both)")
+    parser.add_argument("--library-motions", action="store_true",
+                        help="also the deformation error under our motion library's clips (deform_library; for rigs that come without clips)")
     parser.add_argument("--out", help="write the rows and summary as JSON here")
     parser.add_argument("--bench", type=int, metavar="FACES", help="benchmark instead of evaluating")
     args = parser.parse_args(argv)
@@ -359,7 +383,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(f"== skeleton: {args.skeleton}, skin: {method}", flush=True)
         rows = []
         for name, path in files:
-            row = evaluate_rig(path, method, args.skeleton)
+            row = evaluate_rig(path, method, args.skeleton, args.library_motions)
             row["file"] = name
             rows.append(row)
             print_row(row)

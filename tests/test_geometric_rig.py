@@ -17,9 +17,11 @@ from rigging.eval import (
     chamfer_j2b,
     chamfer_j2j,
     deformation_error,
+    library_clips,
     normalised_skeleton,
     skeleton_metrics,
     skin_l1,
+    skin_metrics,
     skin_precision_recall,
 )
 from rigging.skeleton.geometric import geometric_skeleton
@@ -280,6 +282,19 @@ def test_deformation_error_is_zero_for_the_true_weights_only(dev_assets):
     )
     diagonal = np.linalg.norm(np.ptp(asset.mesh.vertices, axis=0))
     assert deformation_error(asset, np.zeros_like(gt))[1] == pytest.approx(100 * moved / diagonal)
+
+
+def test_library_clips_pose_a_rig_that_came_without_clips(dev_assets):
+    asset = dev_assets["modular_men/Beach.glb"]
+    assert not asset.animations
+    clips = library_clips(asset)
+    assert {"walk", "wave"} <= {c.name for c in clips} and "fly" not in {c.name for c in clips}  # no wings
+    gt = asset.skin.dense(len(asset.skeleton))
+    assert np.isnan(skin_metrics(asset, gt)["deform_mean"]) and "deform_library" not in skin_metrics(asset, gt)
+    assert skin_metrics(asset, gt, clips)["deform_library"] == pytest.approx(0.0, abs=1e-6)
+    one_joint = np.zeros_like(gt)
+    one_joint[:, 0] = 1  # everything on the root: the walk no longer moves the legs
+    assert skin_metrics(asset, one_joint, clips)["deform_library"] > 1.0
 
 
 @pytest.mark.skipif(not blender_available(), reason="Blender venv not set up (`make blender`)")
