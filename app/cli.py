@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "or remeshing (`mesh3d eval mesh --help`)", add_help=False)
     p.add_argument("what", choices=["mesh", "rig", "shape"])
     p.add_argument("args", nargs=argparse.REMAINDER, help="rig: --data DIR | --split dev|train|all, --skeleton geometric|learned|auto, "
-                   "--skin geometric|blender|both, --out REPORT.json; shape: see `mesh3d eval shape --help`; "
+                   "--skin geometric|blender|learned|both, --library-motions, --out REPORT.json; shape: see `mesh3d eval shape --help`; "
                    "mesh: --data DIR | --split dev, --samples K, --out REPORT.json")
     p.set_defaults(func=_cmd_eval)
 
