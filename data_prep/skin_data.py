@@ -11,9 +11,6 @@ Sources:
 * coarser skeletons of the same assets (`reduced`, `reduce_skeleton`): some joints removed, their
   weight given to the nearest kept ancestor, so the model also meets 2-joint props and skeletons
   as sparse as the geometric or learned ones.
-* with `motions` N > 0, per example N rigid motions of each joint (`motions`) from its pose to N
-  frames of the clips (random poses without clips), for the deformation loss
-  (rigging.skinning.learned.deformation_loss).
 
 Every example is rotated about the up axis (Y), scaled per axis, normalised (bounding box centred,
 longest side 1, as at inference) and sampled: `n_points` surface points with smooth normals
@@ -59,13 +56,12 @@ class DataConfig:
     jitter: float = 0.002  # std of Gaussian noise on the points, in normalised units
     posed_prior: bool = False  # geometric prior of each pose on its own (True) or of the bind pose, carried by vertex
     reduced: float = 0.4  # share of each asset's posed examples whose skeleton is first reduced (`reduce_skeleton`)
-    motions: int = 0  # poses per example for the deformation loss (`motions`): frames of the clips, or random poses
     seed: int = 0
 
 
 def skin_example(vertices: np.ndarray, faces: np.ndarray, dense: np.ndarray, prior: np.ndarray, joints: np.ndarray,
                  rng: np.random.Generator, n_points: int, n_queries: int, yaw_degrees: float = 0.0, scale=(1.0, 1.0, 1.0),
-                 jitter: float = 0.0, motions: np.ndarray | None = None) -> dict:
+                 jitter: float = 0.0) -> dict:
     """One normalised example.
 
     vertices (V, 3) and joints (J, 3) of a posed asset, faces (F, 3), dense (V, J) weights, prior
@@ -77,8 +73,6 @@ def skin_example(vertices: np.ndarray, faces: np.ndarray, dense: np.ndarray, pri
     query_weight their own weights (what inference predicts) and query_prior_*; and joints (J, 3)
     float32. All in the frame where the mesh's bounding box is centred with longest side 1, after
     rotating by `yaw_degrees` about Y and scaling each axis by `scale`. Rows without weight are 0.
-    motions: (T, J, 4, 4) per joint the rigid motions that carry this pose to T others (`motions`);
-    returned in the normalised frame as (J, T * 12) float32 rows of 3x4 matrices ((J, 0) without).
     """
     a = np.radians(yaw_degrees)
     rot = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
@@ -94,11 +88,7 @@ def skin_example(vertices: np.ndarray, faces: np.ndarray, dense: np.ndarray, pri
     queries = np.concatenate([normalised[chosen], _vertex_normals(normalised, faces)[chosen]], 1)
     query_index, query_weight = top_k(dense[chosen])
     query_prior_index, query_prior_weight = top_k(prior[chosen])
-    frame = np.eye(4)
-    frame[:3, :3], frame[:3, 3] = m / size, -center / size
-    moved = frame @ (np.zeros((0, len(joints), 4, 4)) if motions is None else motions) @ np.linalg.inv(frame)
-    return {"motions": moved[..., :3, :].transpose(1, 0, 2, 3).reshape(len(joints), -1).astype(np.float32),
-            "points": np.concatenate([points, normals], 1).astype(np.float32), "point_index": point_index, "point_weight": point_weight,
+    return {"points": np.concatenate([points, normals], 1).astype(np.float32), "point_index": point_index, "point_weight": point_weight,
             "point_prior_index": point_prior_index, "point_prior_weight": point_prior_weight,
             "queries": queries.astype(np.float32), "query_index": query_index, "query_weight": query_weight,
             "query_prior_index": query_prior_index, "query_prior_weight": query_prior_weight,
@@ -141,19 +131,6 @@ def random_keep(skeleton: Skeleton, rng: np.random.Generator) -> np.ndarray:
     return np.ones(len(skeleton), bool)
 
 
-def motions(world: np.ndarray, clips: list, n: int, parents: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(n, J, 4, 4) per joint the rigid motion from the pose of world (J, 4, 4) joint matrices to
-    n random frames of clips: a vertex held by joint j alone moves by it. The deformation loss
-    (rigging.skinning.learned.deformation_loss) moves the mesh with these and the weights."""
-    out = []
-    for _ in range(n):
-        anim = clips[rng.integers(len(clips))]
-        f = int(rng.integers(anim.num_frames))
-        to = np.asarray(forward_kinematics(parents, anim.translations[[f]], anim.rotations[[f]], anim.scales[[f]]))[0]
-        out.append(to @ np.linalg.inv(world))
-    return np.array(out).reshape(n, len(world), 4, 4)
-
-
 def posed_examples(asset: Asset, n_poses: int, cfg: DataConfig, rng: np.random.Generator) -> list[dict]:
     """Examples of the bind pose and n_poses - 1 poses: frames of the asset's clips, or random poses without clips.
 
@@ -173,10 +150,8 @@ def posed_examples(asset: Asset, n_poses: int, cfg: DataConfig, rng: np.random.G
             anim = clips[rng.integers(len(clips))]
             frame = int(rng.integers(anim.num_frames))
             vertices = asset.posed_vertices(anim, [frame])[0]
-            world = np.asarray(forward_kinematics(sk.parents, anim.translations[[frame]], anim.rotations[[frame]], anim.scales[[frame]]))[0]
-            joints = world[:, :3, 3]
-        else:
-            world = sk.bind_matrices()
+            world = forward_kinematics(sk.parents, anim.translations[[frame]], anim.rotations[[frame]], anim.scales[[frame]])
+            joints = np.asarray(world)[0, :, :3, 3]
         example_sk, dense, kept = sk, full_dense, np.arange(len(sk))
         reduced = i >= first_reduced
         if reduced:
@@ -191,9 +166,8 @@ def posed_examples(asset: Asset, n_poses: int, cfg: DataConfig, rng: np.random.G
             bind_prior = prior
         yaw = 0.0 if i == 0 else rng.uniform(-cfg.max_yaw_degrees, cfg.max_yaw_degrees)
         scale = np.ones(3) if i == 0 else rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range, 3)
-        moves = motions(world, clips, cfg.motions, sk.parents, rng)[:, kept] if cfg.motions else None
         example = skin_example(vertices, asset.mesh.faces, dense, prior, joints[kept], rng, cfg.n_points, cfg.n_queries, yaw, scale,
-                               cfg.jitter if i else 0.0, moves)
+                               cfg.jitter if i else 0.0)
         out.append(example | {"parents": example_sk.parents, "helper": example_sk.helper})
     return out
 
@@ -209,8 +183,7 @@ def write_shard(path: Path, examples: list[dict], metadata: dict) -> None:
     fixed |= {key: fixed[key].astype(np.float16) for key in HALF}
     ragged = {"joints": [np.asarray(e["joints"], np.float32) for e in examples],
               "parents": [np.asarray(e["parents"], np.int64) for e in examples],
-              "helper": [np.asarray(e["helper"], np.uint8) for e in examples],
-              "motions": [np.asarray(e["motions"], np.float32) for e in examples]}
+              "helper": [np.asarray(e["helper"], np.uint8) for e in examples]}
     shard_io.write_shard(path, fixed, ragged, metadata)
 
 
@@ -218,8 +191,8 @@ def read_shards(folder) -> list[dict]:
     """Training examples: dicts with points (N, 6), point_index (N, K) long, point_weight (N, K),
     queries (M, 6), query_index (M, K) long, query_weight (M, K), the same four for the geometric
     prior (point_prior_*, query_prior_*), joints (J, 3) float32, parents (J,) long, helper (J,) bool,
-    motions (J, T * 12) float32 (T = 0 unless built with `motions`) and source."""
-    examples = shard_io.read_shards(folder, "train", FIXED, ("joints", "parents", "helper", "motions"), "python -m data_prep.skin_data")
+    and source."""
+    examples = shard_io.read_shards(folder, "train", FIXED, ("joints", "parents", "helper"), "python -m data_prep.skin_data")
     for e in examples:
         e.update({key: e[key].long() for key in INDEX}, helper=e["helper"].bool())
     return examples

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from scipy.spatial import cKDTree
 
 from data_prep.procedural import make_creature
 from mesh3d.asset import Mesh, Skeleton, Skin
@@ -233,36 +232,3 @@ def test_skin_data_with_reduced_skeletons():
         assert len(e["joints"]) == len(e["parents"]) == len(e["helper"])
         assert e["query_index"].max() < len(e["parents"]) and e["query_prior_index"].max() < len(e["parents"])
         np.testing.assert_allclose(e["query_weight"].sum(1), 1.0, atol=1e-5)
-
-
-def test_deformation_loss_measures_how_far_the_weights_move_the_mesh():
-    from data_prep.skeleton_data import random_poses
-    from data_prep.skin_data import motions, skin_example
-    from mesh3d.asset import forward_kinematics
-    from mesh3d.geometry.normalize import normalize_unit_cube
-    from rigging.skinning.learned import deformation_loss
-
-    creature = make_creature("humanoid", 1)
-    sk, mesh, rng = creature.skeleton, creature.mesh, np.random.default_rng(0)
-    dense = creature.skin.dense(len(sk))
-    assert (dense > 0).sum(1).max() <= 4  # the stored top-4 targets are the whole weights
-    clip = random_poses(sk, 1, 0.6, rng)[0]
-    moves = motions(sk.bind_matrices(), [clip], 1, sk.parents, rng)
-    # Turned about the up axis: distances, and so the loss, must not change.
-    ex = skin_example(mesh.vertices, mesh.faces, dense, dense, sk.joints, rng, 64, 200, yaw_degrees=30.0, motions=moves)
-    t = lambda key: torch.from_numpy(ex[key].astype(np.int64) if "index" in key else ex[key])[None]
-    logits = torch.log(torch.zeros(1, 200, len(sk)).scatter_add_(-1, t("query_index"), t("query_weight")).clamp_min(1e-9))
-    assert deformation_loss(logits, t("query_index"), t("query_weight"), t("queries"), t("motions")).item() < 1e-3
-    # Everything on the root: the loss is how far the true skinning moves each vertex from the root's rigid motion.
-    root_only = torch.full_like(logits, -1e4)
-    root_only[..., 0] = 0.0
-    loss = deformation_loss(root_only, t("query_index"), t("query_weight"), t("queries"), t("motions")).item()
-    world = np.asarray(forward_kinematics(sk.parents, clip.translations[[0]], clip.rotations[[0]], clip.scales[[0]]))[0]
-    posed = creature.posed_vertices(clip, [0])[0]
-    root = world[0] @ np.linalg.inv(sk.bind_matrices()[0])
-    rigid = mesh.vertices @ root[:3, :3].T + root[:3, 3]
-    turned = mesh.vertices @ np.array([[np.cos(np.pi / 6), 0, np.sin(np.pi / 6)], [0, 1, 0], [-np.sin(np.pi / 6), 0, np.cos(np.pi / 6)]]).T
-    normalised, _, size = normalize_unit_cube(turned)  # size: the turned box's longest side
-    chosen = cKDTree(normalised).query(ex["queries"][:, :3])[1]
-    expected = 100 * np.linalg.norm(posed[chosen] - rigid[chosen], axis=1).mean() / size
-    assert expected > 1.0 and loss == pytest.approx(expected, rel=1e-3)

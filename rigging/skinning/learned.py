@@ -181,7 +181,7 @@ def collate(items: list[dict]) -> dict:
                 v = torch.cat([v, torch.arange(v.size(0), j)[:, None].expand(-1, c)], 0)
             elif key == "buckets":
                 v = F.pad(v, (0, j - v.size(1), 0, j - v.size(0)))
-            elif key in ("joint_feat", "joint_mask", "deform", "motions"):  # per joint: zeros / False
+            elif key in ("joint_feat", "joint_mask", "deform"):  # per joint: zeros / False
                 v = F.pad(v, (0, 0, 0, j - v.size(0))) if v.dim() == 2 else F.pad(v, (0, j - v.size(0)))
             rows.append(v)
         out[key] = torch.stack(rows)
@@ -405,28 +405,6 @@ def soft_cross_entropy(logits: torch.Tensor, index: torch.Tensor, weight: torch.
     return (per_point * has).sum() / has.sum().clamp_min(1)
 
 
-def deformation_loss(logits: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, queries: torch.Tensor,
-                     motions: torch.Tensor) -> torch.Tensor:
-    """Mean distance, in % of the longest side, between points moved with the predicted and with
-    the target weights: what the deformation error measures, so confusing two joints costs what
-    their motions differ by.
-
-    logits (B, M, J); index, weight (B, M, K) sparse targets (rows of zeros skipped); queries
-    (B, M, 6) the points (xyz first); motions (B, J, T * 12) per joint T rigid motions as 3x4
-    matrices (data_prep.skin_data.motions). Weights blend the motions linearly, as in linear
-    blend skinning.
-    """
-    b, j = motions.shape[:2]
-    if not motions.size(-1):
-        return logits.new_zeros(())
-    diff = logits.softmax(-1) - torch.zeros_like(logits).scatter_add_(-1, index, weight)
-    blended = torch.einsum("bmj,bjtrc->btmrc", diff, motions.view(b, j, -1, 3, 4))
-    moved = torch.einsum("btmrc,bmc->btmr", blended[..., :3], queries[..., :3]) + blended[..., 3]
-    dist = (moved.square().sum(-1) + 1e-12).sqrt().mean(1)  # (B, M)
-    has = weight.sum(-1) > 0
-    return 100 * (dist * has).sum() / has.sum().clamp_min(1)
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -435,14 +413,13 @@ class SkinTask:
 
     data_dir: shards of data_prep.skin_data. n_points / n_queries: context samples and mesh
     vertices (where the loss is measured, as at inference) drawn per example and step; the
-    context samples' own loss counts with weight point_loss; deform_loss weighs `deformation_loss`
-    on the vertices (needs data built with `motions`). dev_rigs: how many shared dev rigs
+    context samples' own loss counts with weight point_loss. dev_rigs: how many shared dev rigs
     `evaluate` skins (vertex L1, precision, recall with the GT skeleton; 0 = all). Model options:
     MODEL_DEFAULTS.
     """
 
     def __init__(self, data_dir: str = "runs/skin_data", n_points: int = 1024, n_queries: int = 512, point_loss: float = 0.5,
-                 deform_loss: float = 0.0, dev_rigs: int = 0, seed: int = 0, **model_options):
+                 dev_rigs: int = 0, seed: int = 0, **model_options):
         unknown = set(model_options) - set(MODEL_DEFAULTS)
         if unknown:
             raise Mesh3DError(f"unknown skin task options {sorted(unknown)}; known: {sorted(MODEL_DEFAULTS)}")
@@ -451,9 +428,6 @@ class SkinTask:
         self.options = MODEL_DEFAULTS | model_options
         self.train_set = read_shards(data_dir)
         self.n_points, self.n_queries, self.point_loss, self.seed = n_points, n_queries, point_loss, seed
-        self.deform_loss = deform_loss
-        if deform_loss and not self.train_set[0]["motions"].size(-1):
-            raise Mesh3DError(f"deform_loss needs motions in the data: rebuild {data_dir} with --motions N")
         self.dev_rigs = dev_rigs
 
     def build_model(self) -> SkinNet:
@@ -471,18 +445,13 @@ class SkinTask:
             x.update({f"point_{key}": ex[f"point_{key}"][pick][None] for key in ("index", "weight", "prior_index", "prior_weight")})
             x.update({f"query_{key}": ex[f"query_{key}"][ask][None] for key in ("index", "weight", "prior_index", "prior_weight")})
             x["queries"] = ex["queries"][ask][None]
-            x["motions"] = ex["motions"][None]
             items.append(x)
         return collate(items)
 
     def loss(self, model, batch):
         point_logits, query_logits = model(batch)
-        loss = (soft_cross_entropy(query_logits, batch["query_index"], batch["query_weight"])
+        return (soft_cross_entropy(query_logits, batch["query_index"], batch["query_weight"])
                 + self.point_loss * soft_cross_entropy(point_logits, batch["point_index"], batch["point_weight"]))
-        if self.deform_loss:
-            loss = loss + self.deform_loss * deformation_loss(query_logits, batch["query_index"], batch["query_weight"],
-                                                              batch["queries"], batch["motions"])
-        return loss
 
     def evaluate(self, model) -> dict:
         """Vertex L1, precision, recall and mean deformation error (%, rigs with clips) of learned_skin
