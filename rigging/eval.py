@@ -9,8 +9,9 @@ longest side 1, so coordinates lie in [-0.5, 0.5]) and reported x100, as the pap
 
 Skinning is judged with the ground-truth skeleton given (L1, precision and recall of the set of
 influencing joints) and by deformation: the ground-truth clips pose the mesh with the predicted
-and with the ground-truth weights, and the vertex distance is reported in % of the bbox diagonal. Rigs without clips (and, for a
-second look, every rig) can also be posed by our own motion library (`library_clips`).
+and with the ground-truth weights, and the vertex distance is reported in % of the bbox diagonal.
+Rigs without clips (and, for a second look, every rig) can also be posed by our own motion
+library (`library_clips`).
 
 Bones are sampled every ``BONE_STEP`` (ends included) and joints closer than ``MERGE_DISTANCE`` are
 merged first. Only ground-truth joints that carry skin weight count (helpers such as IK targets or
