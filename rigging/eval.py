@@ -191,19 +191,14 @@ def predict_skin(asset: Asset, method: str) -> np.ndarray:
 
 
 def library_clips(asset: Asset) -> list:
-    """One clip of every motion of rigging.animate.motions that fits the asset's rig (walk, wave,
-    swim, ...): poses for the deformation error of rigs that come without clips."""
+    """One clip of every library motion that suits the asset's rig (`rigging.animate.quality.motions_for`:
+    legged bodies walk, legless ones swim, ...): poses for the deformation error of rigs that come without clips."""
     from rigging.animate.chains import label_chains
-    from rigging.animate.motions import list_motions, make_motion
+    from rigging.animate.motions import make_motion
+    from rigging.animate.quality import motions_for
 
     labels = label_chains(asset.skeleton, asset.mesh)
-    clips = []
-    for name, _ in list_motions():
-        try:
-            clips.append(make_motion(name, asset, labels))
-        except Mesh3DError:  # the motion does not fit this kind of rig
-            pass
-    return clips
+    return [make_motion(name, asset, labels) for name in motions_for(labels)]
 
 
 def skin_metrics(asset: Asset, pred: np.ndarray, library: Optional[list] = None) -> dict:
